@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from results import paper, plots, tables
@@ -226,6 +227,14 @@ def _markdown(
             f"{r.task}/{r.ratio:g}/{r.strategy}/{r.seed} has {r.runs} finished runs; "
             "the latest one is used."
         )
+    eff = frames["efficiency"]
+    for (task, ratio), group in eff.groupby(["task", "ratio"], sort=False):
+        hardware = sorted(set("; ".join(group["hardware"]).split("; ")))
+        if len(hardware) > 1:
+            notes.append(
+                f"{task}/{ratio:g}: epoch times come from different hardware "
+                f"({', '.join(hardware)}); its × none ratios are not like-for-like."
+            )
     if notes:
         out += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     out += [
@@ -311,8 +320,8 @@ def log_to_summary_run(data: SweepData, files: Sequence[Path]) -> str:
         run = client.get_run(run_id)
         try:
             get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_DIR)
-        except (NotImplementedError, FileNotFoundError):
-            pass
+        except (NotImplementedError, OSError, MlflowException):
+            pass  # the store cannot delete: same-named files are overwritten below
     for path in files:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     finals = tables.final_phase(data.runs)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from results import paper
 from results.report import ReportError, main, write_report
 from results.runs import resolve_tracking_uri
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "sweep-test"
 TASKS = ("rte", "banking77")
 RATIOS = ("1.0", "0.25")
@@ -369,14 +366,19 @@ def test_artifacts_logged_to_one_summary_run(store: Store, report_dir: Path) -> 
         return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'summary'")
 
     assert len(summary_runs()) == 1
-    # Rerun into another directory: the same summary run is reused.
-    assert write_report(EXPERIMENT, store.uri, store.tmp / "report2").name == "report.md"
+    first = {f.path for f in client.list_artifacts(summary_runs()[0].info.run_id, "report")}
+    assert first == {f"report/{p.name}" for p in report_dir.iterdir()}
+    # Rerun into another directory with another curve cell: the same summary run is reused
+    # and its artifacts are replaced (the old curve plot is gone).
+    report = write_report(EXPERIMENT, store.uri, store.tmp / "report2", ("banking77", 0.25))
+    assert report.name == "report.md"
     runs = summary_runs()
     assert len(runs) == 1
     artifacts = {f.path for f in client.list_artifacts(runs[0].info.run_id, "report")}
     expected = {f"report/{p.name}" for p in (store.tmp / "report2").iterdir()}
-    assert "report/report.md" in expected and "report/table1.csv" in expected
+    assert {"report/report.md", "report/table1.csv", "report/curves_banking77_0.25.png"} <= expected
     assert artifacts == expected
+    assert "report/curves_rte_1.png" in first - artifacts
     # Summary runs are never read as cells.
     assert len(pd.read_csv(store.tmp / "report2" / "cells.csv")) == len(
         pd.read_csv(report_dir / "cells.csv")
@@ -384,26 +386,17 @@ def test_artifacts_logged_to_one_summary_run(store: Store, report_dir: Path) -> 
 
 
 def test_unknown_experiment_exits_2_and_keeps_report(
-    store: Store, report_dir: Path, tmp_path: Path
+    store: Store, report_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "kept"
     out.mkdir()
     (out / "report.md").write_text("earlier good report")
-    cmd = [
-        sys.executable,
-        "-m",
-        "results.report",
-        "--experiment",
-        "no-such-sweep",
-        "--tracking-uri",
-        store.uri,
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    message = [line for line in proc.stderr.splitlines() if "results.report" in line]
-    assert len(message) == 1 and "unknown experiment 'no-such-sweep'" in message[0]
+    argv = ["--experiment", "no-such-sweep", "--tracking-uri", store.uri, "--out", str(out)]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.startswith("results.report:")]
+    assert len(err) == 1 and err[0].startswith("results.report: error: unknown experiment")
+    assert "'no-such-sweep'" in err[0] and EXPERIMENT in err[0]  # lists the known ones
     assert (out / "report.md").read_text() == "earlier good report"
     assert sorted(p.name for p in out.iterdir()) == ["report.md"]
 
