@@ -1,24 +1,41 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the real data folder and one feature/token cache per test session."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # the project is not installed in the venv
-    sys.path.insert(0, str(REPO_ROOT))
+
+# Settings every test cell shares, so that frozen features are extracted once per task.
+FAST = {"model": "minilm", "mode": "frozen", "max_length": 64}
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The shared real-data folder: ``$BATCHMIXUP_DATA_DIR``, else ``<repo>/../shared/data``."""
+    """The shared real-data folder: ``$BATCHMIXUP_DATA_DIR``, else ``<repo>/../shared/data``.
+
+    Missing data skips locally but fails under CI (``CI=true``), where it must be present.
+    """
     path = Path(os.environ.get("BATCHMIXUP_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
     if not path.is_dir():
-        pytest.skip(f"real data folder {path} not found (set BATCHMIXUP_DATA_DIR)")
+        message = f"real data folder {path} not found (set BATCHMIXUP_DATA_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session (``$BATCHMIXUP_TEST_CACHE`` keeps it across sessions)."""
+    keep = os.environ.get("BATCHMIXUP_TEST_CACHE")
+    path = Path(keep) if keep else tmp_path_factory.mktemp("cache")
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["BATCHMIXUP_CACHE_DIR"] = str(path)
     return path

@@ -1,0 +1,193 @@
+"""Properties of the mixing strategies (Eq. 1-4) and of their losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainers.strategies import (
+    LOSSES,
+    MixedBatch,
+    batchmixup,
+    batchmixup_policy,
+    mix_batch,
+    mix_pairs,
+    mixed_loss,
+    mixup,
+    nonlinear_mixup,
+    sample_beta,
+)
+
+dims = st.integers(min_value=1, max_value=12)
+alphas = st.floats(min_value=0.05, max_value=8.0)
+temperatures = st.floats(min_value=0.05, max_value=10.0)
+
+
+def batch(b: int, d: int, c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, d, generator=gen)
+    y = torch.randint(0, c, (b,), generator=gen)
+    W = torch.randn(c, d, generator=gen)
+    return v, y, W
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=dims, d=dims, b=dims, alpha=alphas, temperature=temperatures)
+def test_batchmixup_weights_are_convex_per_point_and_dimension(n, d, b, alpha, temperature):
+    weights = batchmixup_policy(n, d, b, alpha, temperature)
+    assert weights.shape == (n, d, b)
+    assert bool((weights >= 0).all())
+    torch.testing.assert_close(weights.sum(-1), torch.ones(n, d))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=dims, d=dims, b=dims, c=st.integers(2, 6), alpha=alphas)
+def test_batchmixup_shapes_for_any_n_d_b(n, d, b, c, alpha):
+    v, y, W = batch(b, d, c)
+    mixed = batchmixup(v, y, W, alpha, n_points=n)
+    assert mixed.inputs.shape == (n, d)
+    assert mixed.labels.shape == (n, d)
+    assert mixed.class_weights.shape == (n, c)
+    torch.testing.assert_close(mixed.class_weights.sum(-1), torch.ones(n))
+
+
+def test_batchmixup_n_defaults_to_batch_size():
+    v, y, W = batch(7, 5, 3)
+    assert batchmixup(v, y, W, alpha=1.0).inputs.shape == (7, 5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=dims, d=dims, n=dims, alpha=alphas, temperature=temperatures)
+def test_identical_rows_mix_to_that_row(b, d, n, alpha, temperature):
+    row = torch.randn(1, d)
+    label_row = torch.randn(1, d)
+    weights = batchmixup_policy(n, d, b, alpha, temperature)
+    mixed = mix_batch(weights, row.expand(b, d), label_row.expand(b, d), torch.ones(b, 1))
+    torch.testing.assert_close(mixed.inputs, row.expand(n, d))
+    torch.testing.assert_close(mixed.labels, label_row.expand(n, d))
+
+
+def test_inputs_and_labels_share_the_policy():
+    """Eq. 3 and Eq. 4 use the same softmax(M): check against an explicit loop."""
+    torch.manual_seed(3)
+    n, d, b, c = 4, 6, 5, 3
+    v, y, W = batch(b, d, c, seed=1)
+    weights = batchmixup_policy(n, d, b, alpha=0.7, temperature=0.5)
+    mixed = mix_batch(weights, v, W[y], F.one_hot(y, c).float())
+    for i in range(n):
+        for k in range(d):
+            expected_x = sum(weights[i, k, j] * v[j, k] for j in range(b))
+            expected_y = sum(weights[i, k, j] * W[y[j], k] for j in range(b))
+            torch.testing.assert_close(mixed.inputs[i, k], expected_x)
+            torch.testing.assert_close(mixed.labels[i, k], expected_y)
+    # The class share is the policy's weight, averaged over dimensions, summed per class.
+    share = weights.mean(1)
+    for cls in range(c):
+        torch.testing.assert_close(mixed.class_weights[:, cls], share[:, y == cls].sum(-1))
+
+
+def test_batchmixup_is_deterministic_under_a_seed():
+    v, y, W = batch(8, 4, 3)
+    torch.manual_seed(11)
+    first = batchmixup(v, y, W, alpha=0.5)
+    torch.manual_seed(11)
+    second = batchmixup(v, y, W, alpha=0.5)
+    torch.manual_seed(12)
+    other = batchmixup(v, y, W, alpha=0.5)
+    torch.testing.assert_close(first.inputs, second.inputs)
+    torch.testing.assert_close(first.labels, second.labels)
+    assert not torch.allclose(first.inputs, other.inputs)
+
+
+def test_temperature_spreads_mixed_points():
+    """Lower temperature -> weights further from uniform -> points further from the batch mean."""
+    torch.manual_seed(0)
+    v, y, W = batch(32, 16, 4)
+    mean = v.mean(0)
+    spread = {}
+    for t in (1.0, 0.1):
+        torch.manual_seed(0)
+        spread[t] = (batchmixup(v, y, W, 1.0, temperature=t).inputs - mean).norm(dim=-1).mean()
+    assert spread[0.1] > 2 * spread[1.0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=dims, d=dims, c=st.integers(2, 5))
+def test_mixup_with_beta_one_is_the_identity(b, d, c):
+    v, y, W = batch(b, d, c)
+    onehot = F.one_hot(y, c).float()
+    partner = torch.randperm(b)
+    mixed = mix_pairs(v, W[y], onehot, partner, torch.ones(b, 1))
+    torch.testing.assert_close(mixed.inputs, v)
+    torch.testing.assert_close(mixed.labels, W[y])
+    torch.testing.assert_close(mixed.class_weights, onehot)
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(2, 12), d=dims, c=st.integers(2, 5), alpha=alphas)
+def test_mixup_points_lie_on_the_segment_between_partners(b, d, c, alpha):
+    torch.manual_seed(b * 100 + d)
+    v, y, W = batch(b, d, c)
+    mixed = mixup(v, y, W, alpha)
+    # Each mixed point is lam*v_i + (1-lam)*v_j with one scalar lam per pair: the residual
+    # against v_i is parallel to (v_j - v_i) for some j; check the class share is a valid mix.
+    assert mixed.inputs.shape == (b, d)
+    torch.testing.assert_close(mixed.class_weights.sum(-1), torch.ones(b))
+    assert bool((mixed.class_weights >= 0).all())
+
+
+def test_nonlinear_mixup_uses_one_draw_per_dimension():
+    torch.manual_seed(0)
+    b, d, c = 16, 8, 3
+    v = torch.zeros(b, d)
+    v[:8] = 1.0  # half the batch is all ones, half all zeros
+    y = torch.zeros(b, dtype=torch.long)
+    W = torch.randn(c, d)
+    linear = mixup(v, y, W, alpha=1.0).inputs
+    nonlinear = nonlinear_mixup(v, y, W, alpha=1.0).inputs
+    # Standard mixup: every coordinate of a mixed point is the same scalar; nonlinear: not.
+    assert torch.allclose(linear, linear[:, :1].expand(b, d))
+    assert not torch.allclose(nonlinear, nonlinear[:, :1].expand(b, d))
+
+
+@settings(max_examples=20, deadline=None)
+@given(alpha=alphas)
+def test_sample_beta_is_in_unit_interval_with_mean_half(alpha):
+    torch.manual_seed(0)
+    draws = sample_beta(alpha, (20_000,))
+    assert bool(((draws >= 0) & (draws <= 1)).all())
+    assert abs(float(draws.mean()) - 0.5) < 0.03
+
+
+def test_sample_beta_matches_beta_variance():
+    torch.manual_seed(0)
+    for alpha in (0.2, 1.0, 4.0):
+        draws = sample_beta(alpha, (200_000,))
+        expected = 1 / (4 * (2 * alpha + 1))  # Var of Beta(a, a)
+        assert abs(float(draws.var()) - expected) < 0.01 * max(1.0, expected * 10)
+
+
+def test_losses_on_a_perfectly_matched_point():
+    W = torch.eye(3)
+    x = W[[0]] * 5
+    mixed = MixedBatch(inputs=x, labels=W[[0]], class_weights=torch.tensor([[1.0, 0.0, 0.0]]))
+    assert float(mixed_loss(mixed, W, "dot")) == -5.0
+    assert abs(float(mixed_loss(mixed, W, "cosine"))) < 1e-6
+    assert float(mixed_loss(mixed, W, "soft_ce")) < 0.02
+    for kind in LOSSES:
+        assert torch.isfinite(mixed_loss(mixed, W, kind))
+
+
+def test_mixup_soft_ce_equals_zhang_mixed_cross_entropy():
+    """For one-hot labels, soft CE on Eq. 2's label is lam*CE(y_i) + (1-lam)*CE(y_j)."""
+    torch.manual_seed(0)
+    v, y, W = batch(6, 4, 3)
+    partner = torch.randperm(6)
+    lam = torch.rand(6, 1)
+    mixed = mix_pairs(v, W[y], F.one_hot(y, 3).float(), partner, lam)
+    logits = mixed.inputs @ W.t()
+    expected = (lam[:, 0] * F.cross_entropy(logits, y, reduction="none")
+                + (1 - lam[:, 0]) * F.cross_entropy(logits, y[partner], reduction="none")).mean()
+    torch.testing.assert_close(mixed_loss(mixed, W, "soft_ce"), expected)

@@ -1,0 +1,367 @@
+"""The training loop of one cell: setup, train, evaluate, checkpoint, report.
+
+Shape (after torchtune's recipes): :func:`train_cell` takes a :class:`CellConfig`, sets up
+data, model, optimizer and schedule, optionally resumes from a checkpoint, then runs a fixed
+number of epochs. After each epoch it evaluates, writes a checkpoint and hands the metrics and
+the checkpoint directory to a :class:`Reporter` -- the seam through which the orchestrator plugs
+in Ray Tune and MLflow (this package imports neither).
+
+Checkpoint/resume story: ``<checkpoint_dir>/state.pt`` holds the model (head, plus encoder in
+fine-tune mode), optimizer, scheduler, the epoch just finished, the metric history and the
+config. Every source of randomness inside an epoch (data order, dropout, mixing policies) is
+re-seeded from ``(seed, epoch)`` at the start of that epoch, so a cell resumed after epoch k
+replays epoch k+1 exactly as an uninterrupted run would: on CPU the final metrics are identical.
+
+Metrics after each epoch (training time excludes evaluation): ``accuracy`` and ``macro_f1`` on
+the evaluation split (``val_accuracy``/``val_macro_f1`` when it is the validation split),
+``train_loss`` (mean over updates), ``epoch_seconds``, ``examples_per_second`` (training
+examples of the cell / epoch_seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainers.cache import pad_batch
+from trainers.config import CellConfig
+from trainers.errors import CellError, TrainingDiverged
+from trainers.model import CellModel
+from trainers.prepare import PreparedCell, prepare_cell
+from trainers.strategies import make_mixed_batch, mixed_loss
+
+CHECKPOINT_FILE = "state.pt"
+ARTIFACTS_DIR = "artifacts"  # files under <checkpoint_dir>/artifacts/ are logged by trackers
+NAN_CHECK_EVERY = 32  # steps between host checks of the non-finite-loss flag
+
+
+class Reporter(Protocol):
+    """Receives each epoch's metrics and the directory holding that epoch's checkpoint."""
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path) -> None: ...
+
+
+@dataclass
+class CellResult:
+    """What a finished cell returns: its config, per-epoch history and final metrics."""
+
+    config: CellConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    hardware: str = ""
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def summary(self) -> dict[str, Any]:
+        return {"cell": self.config.cell_name, **self.final, "hardware": self.hardware,
+                "epochs_run": len(self.history), "cache_hits": self.cache_hits}
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CellError("device 'cuda' requested but CUDA is not available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def hardware_name(device: torch.device) -> str:
+    """GPU name, or ``cpu: <N> threads (<machine>)``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {torch.get_num_threads()} threads ({platform.machine()})"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random draw inside ``epoch`` (data order, dropout, policies)."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
+
+
+def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def build_optimizer(model: CellModel, config: CellConfig) -> torch.optim.AdamW:
+    """AdamW with the encoder at ``lr`` and the head (MLP + W) at ``head_lr``.
+
+    Biases and LayerNorm weights get no weight decay (the usual transformer recipe).
+    """
+    groups: list[dict[str, Any]] = []
+    if model.encoder is not None:
+        decay, no_decay = [], []
+        for name, param in model.encoder.named_parameters():
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        groups += [
+            {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
+            {"params": no_decay, "lr": config.lr, "weight_decay": 0.0},
+        ]
+    groups.append({"params": model.head_parameters(), "lr": config.head_lr,
+                   "weight_decay": config.weight_decay})
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, fused=fused) if fused else torch.optim.AdamW(groups)
+
+
+def updates_per_batch(config: CellConfig) -> int:
+    """n optimizer updates per batch for paper-faithful (nonlinear) mixup, else 1."""
+    faithful = config.strategy in ("mixup", "nonlinear_mixup") and config.mixup_variant == "faithful"
+    return config.mix_samples if faithful else 1
+
+
+class CellTrainer:
+    """Owns the model, optimizer and data of one cell; :meth:`fit` runs the epochs."""
+
+    def __init__(self, config: CellConfig, prepared: PreparedCell, device: torch.device) -> None:
+        self.config = config
+        self.data = prepared
+        self.device = device
+        torch.manual_seed(config.seed)
+        encoder = prepared.encoder.model if prepared.encoder else None
+        pooling = prepared.encoder.pooling if prepared.encoder else "cls"
+        self.model = CellModel(prepared.input_dim, len(prepared.labels), encoder, pooling,
+                               config.mlp_hidden, config.dropout).to(device)
+        self.optimizer = build_optimizer(self.model, config)
+        n_train = len(prepared.train_targets)
+        self.batches_per_epoch = math.ceil(n_train / config.batch_size)
+        total = self.batches_per_epoch * updates_per_batch(config) * config.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(int(config.warmup_ratio * total), total))
+        self.history: list[dict[str, float]] = []
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                       enabled=device.type == "cuda")
+        if isinstance(prepared.train_inputs, Tensor):  # frozen/toy: keep features on device
+            self.data.train_inputs = prepared.train_inputs.to(device)
+            self.data.eval_inputs = prepared.eval_inputs.to(device)
+        self.train_targets = prepared.train_targets.to(device)
+        self.eval_targets = prepared.eval_targets.to(device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": len(self.history),
+            "history": self.history,
+            "config": json.dumps(self.config.to_dict(), sort_keys=True),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self, directory: Path) -> Path:
+        """Write ``state.pt`` atomically into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(fd)
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, directory / CHECKPOINT_FILE)
+        return directory
+
+    def load(self, directory: Path) -> None:
+        """Restore from ``directory/state.pt``; the config's cell must match."""
+        state = torch.load(directory / CHECKPOINT_FILE, map_location=self.device,
+                           weights_only=True)
+        saved = json.loads(state["config"])
+        mine = self.config.to_dict()
+        volatile = {"data_dir", "cache_dir", "device", "train_file", "test_file"}
+        diff = sorted(k for k in mine if k not in volatile and saved.get(k) != mine[k])
+        if diff:
+            raise CellError(f"checkpoint in {directory} belongs to another cell (differs in "
+                            f"{', '.join(diff)})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = list(state["history"])
+
+    # ------------------------------------------------------------------ data
+    def batches(self, epoch: int) -> Iterator[tuple[Any, Tensor]]:
+        """Shuffled training batches of epoch ``epoch`` (order seeded by (seed, epoch))."""
+        gen = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
+        order = torch.randperm(len(self.train_targets), generator=gen)
+        for start in range(0, len(order), self.config.batch_size):
+            idx = order[start : start + self.config.batch_size]
+            yield self.inputs(self.data.train_inputs, idx), self.train_targets[idx.to(self.device)]
+
+    def inputs(self, source: Any, idx: Tensor) -> Any:
+        if isinstance(source, Tensor):
+            return source[idx.to(source.device)]
+        batch = pad_batch([source[i] for i in idx.tolist()], self.data.pad_id)
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ one update
+    def loss(self, inputs: Any, targets: Tensor) -> Tensor:
+        """The loss of one update: CE (none) or mixed loss [+ clean CE] (mixing strategies)."""
+        config = self.config
+        with self.autocast:
+            v = self.model.represent(inputs)
+            if config.strategy == "none":
+                return F.cross_entropy(self.model.scores(v).float(), targets)
+            W = self.model.label_vectors
+            draws = 1 if updates_per_batch(config) > 1 or config.strategy == "batchmixup" \
+                else config.mix_samples
+            mixed = sum(
+                mixed_loss(make_mixed_batch(config.strategy, v, targets, W, config.alpha,
+                                            config.batchmix_points or None, config.temperature),
+                           W, config.resolved_loss)
+                for _ in range(draws)
+            ) / draws
+            if config.clean_loss:
+                mixed = mixed + F.cross_entropy(self.model.scores(v).float(), targets)
+            return mixed
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch of training; returns train_loss, epoch_seconds, examples_per_second."""
+        torch.manual_seed(epoch_seed(self.config.seed, epoch))
+        self.model.train()
+        repeats = updates_per_batch(self.config)
+        total = torch.zeros((), device=self.device)
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        updates = 0
+        self._sync()
+        start = time.perf_counter()
+        for step, (inputs, targets) in enumerate(self.batches(epoch), start=1):
+            for _ in range(repeats):
+                loss = self.loss(inputs, targets)
+                bad = ~torch.isfinite(loss.detach())
+                first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+                self.step(loss)
+                total += loss.detach()
+                updates += 1
+            if step % NAN_CHECK_EVERY == 0:
+                self._check_finite(first_bad, epoch)
+        self._sync()
+        seconds = time.perf_counter() - start
+        self._check_finite(first_bad, epoch)
+        n = len(self.train_targets)
+        return {"train_loss": float(total) / max(1, updates), "epoch_seconds": seconds,
+                "examples_per_second": n / seconds if seconds > 0 else float("inf")}
+
+    def _check_finite(self, first_bad: Tensor, epoch: int) -> None:
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            raise TrainingDiverged(
+                f"non-finite loss (NaN or inf) in {self.config.cell_name} at epoch {epoch}, "
+                f"step {bad_step}; lower the learning rate or pick a bounded loss")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy and macro-F1 on the evaluation split (one host copy at the end)."""
+        self.model.eval()
+        preds = []
+        n = len(self.eval_targets)
+        size = self.config.eval_batch_size
+        for start in range(0, n, size):
+            idx = torch.arange(start, min(n, start + size))
+            with self.autocast:
+                scores = self.model.scores(self.model.represent(self.inputs(self.data.eval_inputs,
+                                                                            idx)))
+            preds.append(scores.argmax(dim=-1))
+        pred = torch.cat(preds)
+        prefix = "val_" if self.config.eval_split == "val" else ""
+        return {f"{prefix}accuracy": float((pred == self.eval_targets).float().mean()),
+                f"{prefix}macro_f1": macro_f1(pred, self.eval_targets, len(self.data.labels))}
+
+    def fit(self, reporter: Reporter | None, checkpoint_dir: Path,
+            log: Callable[[str], None] = print) -> list[dict[str, float]]:
+        for epoch in range(len(self.history) + 1, self.config.epochs + 1):
+            metrics = {"epoch": float(epoch), **self.train_epoch(epoch), **self.evaluate()}
+            self.history.append(metrics)
+            if epoch == self.config.epochs and self.config.task == "toy2d":
+                from trainers.toy2d import write_decision_grid
+
+                write_decision_grid(self.model, self.data.train_inputs, self.train_targets,
+                                    checkpoint_dir / ARTIFACTS_DIR / "decision_grid.json")
+            self.save(checkpoint_dir)
+            log(format_epoch(self.config, metrics))
+            if reporter is not None:
+                reporter.report(dict(metrics), checkpoint_dir)
+        return self.history
+
+
+def macro_f1(pred: Tensor, gold: Tensor, num_classes: int) -> float:
+    """Macro-averaged F1 over the classes that occur in gold or predictions."""
+    tp = torch.bincount(gold[pred == gold], minlength=num_classes).float()
+    pred_count = torch.bincount(pred, minlength=num_classes).float()
+    gold_count = torch.bincount(gold, minlength=num_classes).float()
+    present = (pred_count + gold_count) > 0
+    f1 = 2 * tp / (pred_count + gold_count).clamp_min(1)
+    return float(f1[present].mean()) if bool(present.any()) else 0.0
+
+
+def format_epoch(config: CellConfig, metrics: dict[str, float]) -> str:
+    acc_key = "val_accuracy" if "val_accuracy" in metrics else "accuracy"
+    return (f"[{config.cell_name}] epoch {int(metrics['epoch'])}/{config.epochs} "
+            f"{acc_key}={metrics[acc_key]:.4f} train_loss={metrics['train_loss']:.4f} "
+            f"epoch_seconds={metrics['epoch_seconds']:.2f} "
+            f"examples/s={metrics['examples_per_second']:.1f}")
+
+
+def train_cell(
+    config: CellConfig,
+    reporter: Reporter | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> CellResult:
+    """Train and evaluate one cell.
+
+    Args:
+        config: the cell; validated here.
+        reporter: gets each epoch's metrics and checkpoint directory.
+        checkpoint_dir: where ``state.pt`` is written after each epoch (a temporary directory
+            when omitted).
+        resume_from: a directory holding ``state.pt`` of this same cell; training continues
+            after its last epoch.
+        log: where the one-line-per-epoch progress goes.
+    """
+    config.validate()
+    device = pick_device(config.device)
+    if config.task == "toy2d" and device.type == "cpu":
+        # A 2-D MLP is far too small for intra-op threads: on a loaded 2-core machine two
+        # threads made a toy cell ~150x slower than one (measured).
+        torch.set_num_threads(1)
+    prepared = prepare_cell(config, device)
+    trainer = CellTrainer(config, prepared, device)
+    if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
+        trainer.load(Path(resume_from))
+        log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
+    result = CellResult(config, hardware=hardware_name(device), cache_hits=prepared.cache_hits)
+    if checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:
+            result.history = trainer.fit(reporter, Path(tmp), log)
+    else:
+        result.history = trainer.fit(reporter, Path(checkpoint_dir), log)
+    return result

@@ -1,0 +1,181 @@
+"""Turn a cell's config into tensors ready to train on: data, subset, encoder inputs.
+
+``frozen`` mode: pooled encoder features of the whole task, cached on disk once per
+(model, task data, max length, pooling) and indexed by the cell's subset; the encoder is loaded
+only on a cache miss. ``finetune`` mode: token ids cached once per (model, task data,
+max length); the encoder is loaded for training.
+
+The training subset is :func:`trainers.data.subsample_indices` (uniform, seeded by the cell seed,
+identical for every strategy). With ``eval_split == "val"`` a validation split is carved from
+that subset (:func:`trainers.data.validation_split`) and the test set is never read into the
+cell, so a hyperparameter search cannot select on test accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers.cache import cache_key, cached, encode_rows, rows_of, tokenize
+from trainers.config import CellConfig
+from trainers.data import TaskData, load_task, subsample_indices, validation_split
+from trainers.model import Encoder, _default_pooling, _dir_identity, load_encoder, minilm_path
+
+
+@dataclass
+class PreparedCell:
+    """Inputs of one cell.
+
+    Attributes:
+        labels: class names, index = class id.
+        train_inputs / eval_inputs: ``[N, d]`` float features (frozen, toy2d) or a list of
+            tokenized rows (finetune).
+        train_targets / eval_targets: ``[N]`` long tensors.
+        input_dim: dimension of the features / the encoder's hidden size.
+        encoder: the encoder to fine-tune (``None`` in frozen mode).
+        pad_id: the tokenizer's padding id (finetune).
+        cache_hits: which caches were hit, e.g. ``{"features": True}``.
+        source: where the data came from.
+    """
+
+    labels: list[str]
+    train_inputs: Any
+    train_targets: torch.Tensor
+    eval_inputs: Any
+    eval_targets: torch.Tensor
+    input_dim: int
+    encoder: Encoder | None
+    pad_id: int
+    cache_hits: dict[str, bool]
+    source: str
+
+
+def load_cell_data(config: CellConfig) -> TaskData:
+    """The task's full data (train and test) from the configured source."""
+    if config.task == "toy2d":
+        from trainers.toy2d import load_toy2d
+
+        return load_toy2d(config.seed)
+    return load_task(config.task, config.data_dir, none_relations=config.none_relations,
+                     train_file=config.train_file, test_file=config.test_file)
+
+
+def cell_indices(config: CellConfig, n_train: int) -> tuple[list[int], list[int] | None]:
+    """(training indices, validation indices or None) of the cell."""
+    subset = subsample_indices(n_train, config.ratio, config.seed, config.task)
+    if config.eval_split == "val":
+        return validation_split(subset, config.val_fraction, config.seed)
+    return subset, None
+
+
+def encoder_identity(model: str, pooling: str) -> tuple[str, str] | None:
+    """(identity, resolved pooling) for local encoders without loading them; None otherwise."""
+    if model.startswith("random:"):
+        return None
+    path = minilm_path() if model == "minilm" else Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    resolved = _default_pooling(str(path)) if pooling == "auto" else pooling
+    return f"{path.name}-{_dir_identity(path)}", resolved
+
+
+def frozen_features(
+    config: CellConfig, data: TaskData, device: torch.device
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Pooled features of every train and test example, from the cache or computed once."""
+    known = encoder_identity(config.model, config.pooling)
+    encoder: Encoder | None = None
+    if known is None:
+        encoder = load_encoder(config.model, config.pooling, seed=0)
+        known = (encoder.identity, encoder.pooling)
+    identity, pooling = known
+    siamese = data.is_pair and config.pair_encoding == "siamese"
+    key = cache_key("features", identity, data.fingerprint(), config.max_length, pooling,
+                    "siamese" if siamese else "joint")
+    path = config.resolved_cache_dir() / "features" / f"{data.name}-{key}.pt"
+
+    def compute() -> dict[str, torch.Tensor]:
+        enc = encoder or load_encoder(config.model, config.pooling, seed=0)
+
+        def embed(texts: list[str], pairs: list[str] | None) -> torch.Tensor:
+            tokens = tokenize(enc.tokenizer, texts, pairs, config.max_length)
+            return encode_rows(enc.model, rows_of(tokens), enc.tokenizer.pad_token_id,
+                               pooling, device, config.eval_batch_size)
+
+        out = {}
+        for split, examples in (("train", data.train), ("test", data.test)):
+            firsts = [e.text for e in examples]
+            seconds = [e.text_pair or "" for e in examples]
+            if siamese:
+                u, v = embed(firsts, None), embed(seconds, None)
+                out[split] = torch.cat([u, v, (u - v).abs(), u * v], dim=1)
+            else:
+                out[split] = embed(firsts, seconds if data.is_pair else None)
+        return out
+
+    return cached(path, compute)
+
+
+def tokenized(config: CellConfig, data: TaskData, encoder: Encoder) -> tuple[dict, bool]:
+    """Token ids of every train and test example, from the cache or computed once."""
+    key = cache_key("tokens", encoder.identity, data.fingerprint(), config.max_length)
+    path = config.resolved_cache_dir() / "tokens" / f"{data.name}-{key}.pt"
+
+    def compute() -> dict:
+        return {
+            split: tokenize(encoder.tokenizer, [e.text for e in examples],
+                            [e.text_pair for e in examples] if data.is_pair else None,
+                            config.max_length)
+            for split, examples in (("train", data.train), ("test", data.test))
+        }
+
+    return cached(path, compute)
+
+
+def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
+    """Load data, pick the cell's subset and build its model inputs."""
+    data = load_cell_data(config)
+    train_idx, val_idx = cell_indices(config, len(data.train))
+    train_y = torch.tensor([e.label for e in data.train], dtype=torch.long)
+    test_y = torch.tensor([e.label for e in data.test], dtype=torch.long)
+    eval_split, eval_idx = ("train", val_idx) if val_idx is not None else ("test", None)
+
+    def pick(values: Any, idx: list[int] | None) -> Any:
+        if idx is None:
+            return values
+        if isinstance(values, torch.Tensor):
+            return values[torch.tensor(idx, dtype=torch.long)]
+        return [values[i] for i in idx]
+
+    targets = {"train": train_y, "test": test_y}
+    hits: dict[str, bool] = {}
+    encoder = None
+    pad_id = 0
+    if config.task == "toy2d":
+        inputs: dict[str, Any] = {
+            "train": torch.tensor([e.features for e in data.train], dtype=torch.float32),
+            "test": torch.tensor([e.features for e in data.test], dtype=torch.float32),
+        }
+    elif config.mode == "frozen":
+        inputs, hits["features"] = frozen_features(config, data, device)
+    else:
+        encoder = load_encoder(config.model, config.pooling, seed=config.seed)
+        tokens, hits["tokens"] = tokenized(config, data, encoder)
+        inputs = {split: rows_of(tokens[split]) for split in ("train", "test")}
+        pad_id = int(encoder.tokenizer.pad_token_id or 0)
+    input_dim = encoder.hidden_size if encoder else int(inputs["train"].shape[1])
+    return PreparedCell(
+        labels=list(data.labels),
+        train_inputs=pick(inputs["train"], train_idx),
+        train_targets=pick(targets["train"], train_idx),
+        eval_inputs=pick(inputs[eval_split], eval_idx),
+        eval_targets=pick(targets[eval_split], eval_idx),
+        input_dim=input_dim,
+        encoder=encoder,
+        pad_id=pad_id,
+        cache_hits=hits,
+        source=data.source,
+    )
