@@ -125,7 +125,8 @@ def build_optimizer(model: CellModel, config: CellConfig) -> torch.optim.AdamW:
 
 def updates_per_batch(config: CellConfig) -> int:
     """n optimizer updates per batch for paper-faithful (nonlinear) mixup, else 1."""
-    faithful = config.strategy in ("mixup", "nonlinear_mixup") and config.mixup_variant == "faithful"
+    pairwise = config.strategy in ("mixup", "nonlinear_mixup")
+    faithful = pairwise and config.mixup_variant == "faithful"
     return config.mix_samples if faithful else 1
 
 

@@ -178,7 +178,8 @@ def mix_batch(
 ) -> MixedBatch:
     """Apply a BatchMixup policy to inputs (Eq. 3) and label vectors (Eq. 4).
 
-    ``x_hat_i = sum_j softmax(M[i])[:, j] * v(x_j)`` and ``y_hat_i = sum_j softmax(M[i])[:, j] * w_{y_j}``.
+    ``x_hat_i = sum_j softmax(M[i])[:, j] * v(x_j)`` and
+    ``y_hat_i = sum_j softmax(M[i])[:, j] * w_{y_j}``.
 
     Args:
         weights: ``[n, d, b]`` convex weights from :func:`batchmixup_policy`.
