@@ -179,3 +179,29 @@ def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
         cache_hits=hits,
         source=data.source,
     )
+
+
+def warm_cache(config: CellConfig) -> dict[str, bool]:
+    """Compute (or find) the cell's cached encoder inputs without training.
+
+    The orchestrator calls this once per (task, model, max length, ...) before the trials start,
+    so trials only read the cache. Returns which caches were already there.
+    """
+    from trainers.loop import pick_device
+
+    config.validate()
+    if config.task == "toy2d":
+        return {}
+    data = load_cell_data(config)
+    if config.mode == "frozen":
+        _, hit = frozen_features(config, data, pick_device(config.device))
+        return {"features": hit}
+    _, hit = tokenized(config, data, load_encoder(config.model, config.pooling, seed=0))
+    return {"tokens": hit}
+
+
+def cache_group(config: CellConfig) -> tuple:
+    """Cells with equal groups share one cache entry (see :func:`warm_cache`)."""
+    return (config.task, config.data_dir, config.train_file, config.test_file,
+            config.none_relations, config.model, config.mode, config.max_length, config.pooling,
+            config.pair_encoding, config.resolved_cache_dir())

@@ -1,0 +1,193 @@
+"""Driver-side Tune callbacks: MLflow tracking and live progress."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from orchestrator.tracking import SweepTracker
+
+
+def spec(trial: Any) -> dict[str, Any]:
+    """The sweep's description of a trial: cell config, name, arm, params."""
+    return trial.config["trial"]
+
+
+def cell_of(trial: Any) -> str:
+    return spec(trial)["name"]
+
+
+class MlflowCellCallback(Callback):
+    """Turns Tune events into MLflow writes through one :class:`SweepTracker` (see tracking.py)."""
+
+    def __init__(self, tracker: SweepTracker) -> None:
+        self.tracker = tracker
+        self.outcomes: dict[str, str] = {}
+
+    def _attach(self, trial: Any) -> None:
+        cfg = spec(trial)
+        cell = cfg["cell"]
+        tags = {"task": cell["task"], "ratio": str(float(cell["ratio"])),
+                "strategy": cell["strategy"], "arm": cfg["arm"], "seed": str(cell["seed"]),
+                "ray_trial_id": trial.trial_id}
+        self.tracker.attach(cell_of(trial), int(cell["epochs"]), tags, cfg["params"])
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._attach(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._attach(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        cell = cell_of(trial)
+        if cell not in self.tracker.cells:
+            self._attach(trial)
+        if "hardware" in result and not self.tracker.cells[cell].finals.get("_hw_tagged"):
+            self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
+            self.tracker.cells[cell].finals["_hw_tagged"] = 1.0
+        if result.get("failure_reason"):
+            self.tracker.cells[cell].failure = str(result["failure_reason"])
+        elif "epoch" in result and not math.isnan(float(result.get("epoch", math.nan))):
+            self.tracker.log_epoch(cell, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = cell_of(trial)
+        if cell not in self.tracker.cells:
+            self._attach(trial)
+        state = self.tracker.cells[cell]
+        if state.failure is None and trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as folder:
+                artifacts = Path(folder) / "artifacts"
+                if artifacts.is_dir():
+                    # copy out: the checkpoint folder may be temporary
+                    import shutil
+                    import tempfile
+
+                    keep = Path(tempfile.mkdtemp(prefix="batchmixup-artifacts-"))
+                    shutil.copytree(artifacts, keep, dirs_exist_ok=True)
+                    self.tracker.log_artifacts(cell, keep)
+        self.outcomes[cell] = self.tracker.finish(cell, state.failure)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = cell_of(trial)
+        if cell not in self.tracker.cells:
+            self._attach(trial)
+        reason = _error_line(trial)
+        self.outcomes[cell] = self.tracker.finish(cell, reason)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.tracker.queue.pending:
+            self.tracker.queue.flush()
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of a trial's error (Tune keeps it in error.txt)."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    for candidate in (path, getattr(trial, "pickled_error_file", None) or ""):
+        if candidate and Path(candidate).is_file() and candidate.endswith(".txt"):
+            text = Path(candidate).read_text(errors="replace")
+            break
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else "trial process failed"
+    return f"trial failed after {trial.num_failures} attempt(s): {last}"[:2000]
+
+
+class ProgressCallback(Callback):
+    """Live progress: one line per epoch result and a status line every ``every`` seconds."""
+
+    def __init__(self, sweep: str, total: int, every: float = 15.0) -> None:
+        self.sweep = sweep
+        self.total = total
+        self.every = every
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self.running: set[str] = set()
+
+    def _status(self) -> str:
+        elapsed = time.monotonic() - self.start
+        finished = len(self.done) + len(self.failed)
+        eta = ""
+        if finished:
+            remaining = elapsed / finished * (self.total - finished)
+            eta = f", ~{_clock(remaining)} left"
+        return (f"[{self.sweep}] {finished}/{self.total} cells ended ({len(self.done)} ok, "
+                f"{len(self.failed)} failed), {len(self.running)} running, "
+                f"elapsed {_clock(elapsed)}{eta}")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(cell_of(trial))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        cell = cell_of(trial)
+        if result.get("failure_reason"):
+            print(f"  {cell}: FAILED: {result['failure_reason']}", flush=True)
+            return
+        if "epoch" in result:
+            acc = result.get("accuracy", result.get("val_accuracy", float("nan")))
+            print(f"  {cell} epoch {int(result['epoch'])}/{spec(trial)['cell']['epochs']}: "
+                  f"acc={acc:.4f} loss={result.get('train_loss', float('nan')):.4f} "
+                  f"{result.get('epoch_seconds', 0.0):.2f}s", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = cell_of(trial)
+        self.running.discard(cell)
+        failed = trial.last_result.get("failure_reason") if trial.last_result else None
+        (self.failed if failed else self.done).add(cell)
+        print(self._status(), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = cell_of(trial)
+        self.running.discard(cell)
+        self.failed.add(cell)
+        print(f"  {cell}: trial errored ({trial.num_failures} failures)", flush=True)
+        print(self._status(), flush=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"  {cell_of(trial)}: worker failed, retrying from its last checkpoint "
+              f"(failure {trial.num_failures})", flush=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            print(self._status(), flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Terminal table: accuracy mean±std and mean epoch seconds per task × ratio × arm."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        key = (row["task"], row["ratio"], row["arm"])
+        if row.get("status") == "FINISHED":
+            groups[key]["acc"].append(row["accuracy"] * 100)
+            groups[key]["sec"].append(row["epoch_seconds"])
+        groups[key]["n"].append(1.0)
+    lines = [f"{'task':<10} {'ratio':>6} {'strategy':<22} {'accuracy % (mean±std, n)':<28} "
+             f"{'epoch s':>8}"]
+    for (task, ratio, arm), values in sorted(groups.items(),
+                                             key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        acc, sec = values["acc"], values["sec"]
+        if acc:
+            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            text = f"{statistics.mean(acc):6.2f} ± {std:5.2f} ({len(acc)}/{len(values['n'])})"
+            secs = f"{statistics.mean(sec):8.2f}"
+        else:
+            text, secs = f"— (0/{len(values['n'])})", "—"
+        lines.append(f"{task:<10} {ratio:>6g} {arm:<22} {text:<28} {secs:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,379 @@
+"""``python -m orchestrator.sweep``: run a sweep of cells with Ray Tune, tracked in MLflow.
+
+Flow: validate the sweep file and flags (exit 2 on any problem, nothing started) -> check the
+data, the tracking store, the storage path and the Ray address -> skip cells whose MLflow run
+is already FINISHED -> fill the feature/token caches once per (task, model, max length) ->
+``ray.tune.Tuner`` runs one trial per cell (or ``Tuner.restore`` with ``--resume``) while the
+driver writes MLflow and prints progress -> a terminal table, the report
+(``results.report``) and where to find everything.
+
+Exit codes: 0 all cells FINISHED; 1 some cell FAILED or tracking writes could not be flushed;
+2 bad input (one line on stderr naming the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from orchestrator.spaces import (
+    Cell,
+    Sweep,
+    SweepError,
+    load_sweep,
+    parse_list,
+    parse_set,
+    preset_names,
+    resolve_source,
+)
+from orchestrator.tracking import (
+    SweepTracker,
+    TrackingError,
+    check_tracking_uri,
+    default_tracking_uri,
+    git_commit,
+)
+from trainers.errors import CellError
+
+EPILOG = """examples:
+  python -m orchestrator.sweep --preset smoke --data-dir ../shared/data
+  python -m orchestrator.sweep --preset cpu_table1 --tasks rte --ratios 0.25,0.01 --seeds 0
+  python -m orchestrator.sweep --sweep-file my_sweep.yaml --set alpha=0.4 --set epochs=5
+  python -m orchestrator.sweep --preset paper_table1 --address auto \\
+      --storage-path /shared/ray_results --tracking-uri http://head:5000 --gpus-per-trial 1
+
+exit codes: 0 every cell FINISHED, 1 some cell FAILED (see the table), 2 bad input.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep",
+        description="Run a BatchMixup sweep: one Ray Tune trial per (task, ratio, strategy, "
+                    "seed) cell, one MLflow run per cell, then a report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--preset", help=f"a sweep in search_spaces/: {', '.join(preset_names())} "
+                   "(default: smoke)")
+    g.add_argument("--sweep-file", help="path to your own sweep YAML (see search_spaces/)")
+    g.add_argument("--name", help="experiment name (default: the sweep's name)")
+    g.add_argument("--tasks", help="comma-separated, replaces the sweep's tasks")
+    g.add_argument("--ratios", help="comma-separated, each in (0, 1]")
+    g.add_argument("--strategies", help="comma-separated strategy names")
+    g.add_argument("--seeds", help="comma-separated non-negative integers")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any cell setting, e.g. --set alpha=0.4 (repeatable)")
+    g.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    d = p.add_argument_group("data and caches")
+    d.add_argument("--data-dir", help="folder laid out like shared/data (default: "
+                   "$BATCHMIXUP_DATA_DIR, else the Hugging Face hub)")
+    d.add_argument("--cache-dir", help="feature/token cache; must be shared storage on a "
+                   "multi-node cluster to be computed once (default: $BATCHMIXUP_CACHE_DIR or "
+                   "~/.cache/batchmixup)")
+    r = p.add_argument_group("Ray")
+    r.add_argument("--address", help="existing cluster: auto, host:port or ray://host:port "
+                   "(default: start a local Ray)")
+    r.add_argument("--storage-path", help="Tune storage (checkpoints, experiment state); on a "
+                   "multi-node cluster it MUST be shared storage (NFS or s3://...) "
+                   "(default: ./ray_results)")
+    r.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a "
+                   "GPU (default: 1 if the cluster has GPUs, else 0)")
+    r.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
+    r.add_argument("--max-concurrent", type=int, help="max trials at once (default: as many "
+                   "as resources allow)")
+    r.add_argument("--max-failures", type=int, default=3, help="retries of a trial whose "
+                   "worker died, each from its last epoch checkpoint (default: 3)")
+    r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted sweep from "
+                   "its Tune state: finished cells are kept, interrupted ones resume from "
+                   "their checkpoints")
+    t = p.add_argument_group("tracking and report")
+    t.add_argument("--tracking-uri", help="MLflow store: sqlite:///path.db or http://host:port "
+                   "(default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    t.add_argument("--no-report", action="store_true", help="skip results.report at the end")
+    t.add_argument("--report-dir", help="where the report goes (default: results/<name>/)")
+    t.add_argument("--flush-timeout", type=float, default=600.0, help="seconds to keep "
+                   "retrying MLflow writes at the end if the store is down (default: 600)")
+    t.add_argument("--verbose", action="store_true", help="also stream the trials' own output")
+    return p
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def build_sweep(args: argparse.Namespace) -> Sweep:
+    source = resolve_source(args.preset, args.sweep_file)
+    settings: dict[str, Any] = parse_set(args.set)
+    data_dir = args.data_dir or os.environ.get("BATCHMIXUP_DATA_DIR")
+    if data_dir:
+        settings["data_dir"] = str(Path(data_dir).resolve())
+    if args.cache_dir:
+        settings["cache_dir"] = str(Path(args.cache_dir).resolve())
+    strategies = parse_list("--strategies", args.strategies, str)
+    return load_sweep(source, {
+        "name": args.name,
+        "tasks": parse_list("--tasks", args.tasks, str),
+        "ratios": parse_list("--ratios", args.ratios, float),
+        "strategies": strategies,
+        "seeds": parse_list("--seeds", args.seeds, int),
+        "settings": settings,
+    })
+
+
+def check_data(cells: list[Cell]) -> None:
+    """Load each task once on the driver, so missing or malformed data stops everything."""
+    from trainers.prepare import load_cell_data
+
+    seen = set()
+    for cell in cells:
+        c = cell.config
+        key = (c.task, c.data_dir, c.train_file, c.test_file, c.none_relations)
+        if key in seen or c.task == "toy2d":
+            continue
+        seen.add(key)
+        load_cell_data(c)
+
+
+def check_storage(path: Path) -> None:
+    if "://" in str(path):
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SweepError(f"storage path {path} is not writable ({exc.strerror or exc})") from None
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within seconds when a ``host:port`` or ``ray://`` address does not answer."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    if not parsed.hostname or not parsed.port:
+        raise SweepError(f"--address {address!r}: expected auto, host:port or ray://host:port")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SweepError(f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); "
+                         "start it with 'ray start --head' or drop --address for a local "
+                         "Ray") from None
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": args.verbose, "logging_level": "ERROR",
+                              "configure_logging": True}
+    if args.address:
+        check_address(args.address)
+        try:
+            ray.init(address=args.address, **kwargs)
+        except (ConnectionError, RuntimeError) as exc:
+            raise SweepError(f"cannot connect to Ray at {args.address}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+                 **kwargs)
+
+
+def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
+    """Compute features/tokens once per cache group, as Ray tasks, before the trials."""
+    import ray
+
+    from orchestrator.trainable import warm_cache_task
+    from trainers.prepare import cache_group
+
+    groups: dict[tuple, Cell] = {}
+    for cell in cells:
+        if cell.config.task != "toy2d":
+            groups.setdefault(cache_group(cell.config), cell)
+    if not groups:
+        return
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(warm_cache_task)
+    for cell in groups.values():
+        c = cell.config
+        label = f"{c.task} ({c.model}, {c.mode}, max_length={c.max_length})"
+        start = time.monotonic()
+        print(f"[cache] preparing {label} ...", flush=True)
+        try:
+            hits = ray.get(task.remote(c.to_dict()))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) else exc
+            if isinstance(cause, CellError):
+                raise cause from None
+            raise
+        state = "cache hit" if all(hits.values()) else "computed"
+        print(f"[cache] {label}: {state} in {time.monotonic() - start:.1f}s", flush=True)
+
+
+def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, float]:
+    import ray
+
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = sweep.resources.get("gpus_per_trial")
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        gpus = (gpus if gpus is not None else 1.0) if has_gpu else 0.0
+    cpus = args.cpus_per_trial
+    if cpus is None:
+        cpus = sweep.resources.get("cpus_per_trial", 1.0)
+        cpus = min(cpus, max(1.0, ray.cluster_resources().get("CPU", 1.0)))
+    return {"cpu": float(cpus), "gpu": float(gpus)}
+
+
+def run(args: argparse.Namespace) -> int:
+    sweep = build_sweep(args)
+    cells = sweep.cells()
+    if args.dry_run:
+        for cell in cells:
+            print(cell.name)
+        print(f"{len(cells)} cells in sweep {sweep.name!r} ({sweep.source})")
+        return 0
+    if args.max_failures < 0:
+        raise SweepError("--max-failures must be >= 0")
+    for flag in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SweepError("--max-concurrent must be >= 1")
+    check_data(cells)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)
+    storage = Path(args.storage_path or "ray_results").expanduser()
+    storage = storage if "://" in str(storage) else storage.resolve()
+    check_storage(storage)
+
+    tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
+                           base_tags={"sweep": sweep.name, "git_commit": git_commit()})
+    finished = tracker.finished_cells()
+    todo = [c for c in cells if c.name not in finished]
+    skipped = len(cells) - len(todo)
+    print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {skipped} already FINISHED "
+          f"in MLflow ({tracking_uri}), {len(todo)} to run", flush=True)
+
+    start_ray(args)
+    resources = trial_resources(args, sweep)
+    print(f"[{sweep.name}] trial resources: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
+          flush=True)
+    outcome = execute(args, sweep, todo, tracker, storage, resources) if todo else {}
+    return finish(args, sweep, cells, tracker, tracking_uri, outcome)
+
+
+def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: SweepTracker,
+            storage: Path, resources: dict[str, float]) -> dict[str, str]:
+    from ray import tune
+
+    from orchestrator.callbacks import MlflowCellCallback, ProgressCallback
+    from orchestrator.trainable import run_cell_trial
+
+    warm_caches(todo, resources)
+    trainable = tune.with_resources(run_cell_trial, {"cpu": resources["cpu"],
+                                                      "gpu": resources["gpu"]})
+    mlflow_cb = MlflowCellCallback(tracker)
+    progress = ProgressCallback(sweep.name, len(todo))
+    experiment_path = str(storage / sweep.name)
+    if args.resume and tune.Tuner.can_restore(experiment_path):
+        print(f"[{sweep.name}] resuming Tune state from {experiment_path}", flush=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+        # Tune restores the callbacks it pickled into tuner.pkl; use this process's live ones.
+        tuner._local_tuner.get_run_config().callbacks = [mlflow_cb, progress]  # noqa: SLF001
+    else:
+        space = {"trial": tune.grid_search([
+            {"cell": c.config.to_dict(), "name": c.name, "arm": c.arm,
+             "params": {**c.config.params(), "arm": c.arm}} for c in todo])}
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
+                                        reuse_actors=False,
+                                        trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(
+                name=sweep.name, storage_path=str(storage), verbose=0,
+                callbacks=[mlflow_cb, progress],
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        )
+    tuner.fit()
+    return mlflow_cb.outcomes
+
+
+def _trial_name(trial: Any) -> str:
+    """Readable trial names: ``rte_0.25_batchmixup_1_<id>``."""
+    return f"{trial.config['trial']['name'].replace('/', '_')}_{trial.trial_id}"
+
+
+def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: SweepTracker,
+           tracking_uri: str, outcome: dict[str, str]) -> int:
+    """Flush tracking, print the table and the report location; return the exit code."""
+    from orchestrator.callbacks import summary_table
+
+    flushed = tracker.queue.drain(args.flush_timeout) if tracker.queue.pending else True
+    rows = []
+    runs = tracker.existing_runs() if flushed else {}
+    for cell in cells:
+        state = tracker.cells.get(cell.name)
+        run = runs.get(cell.name)
+        status = run.info.status if run is not None else (state.status if state else None)
+        row = {"task": cell.config.task, "ratio": cell.config.ratio, "arm": cell.arm,
+               "status": status}
+        if run is not None and status == "FINISHED":
+            row["accuracy"] = run.data.metrics.get("accuracy", float("nan"))
+            seconds = [m.value for m in tracker.client.get_metric_history(
+                run.info.run_id, "epoch_seconds")]
+            row["epoch_seconds"] = sum(seconds) / max(1, len(seconds))
+        rows.append(row)
+    print()
+    print(summary_table(rows))
+    failed = [(c, s) for c, s in tracker.cells.items() if s.status == "FAILED"]
+    for cell, state in failed:
+        print(f"FAILED {cell}: {state.failure}")
+    finished = sum(r["status"] == "FINISHED" for r in rows)
+    print(f"\n[{sweep.name}] {finished}/{len(cells)} cells FINISHED; MLflow experiment "
+          f"{sweep.name!r} at {tracking_uri}")
+    if tracking_uri.startswith("sqlite:///"):
+        print(f"  open the UI: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 "
+              "--port 5000")
+    if not flushed:
+        print(f"error: {len(tracker.queue.pending)} MLflow writes could not be sent "
+              f"({tracker.queue.last_error}); rerun the same command when the store is back "
+              "(finished cells are skipped)", file=sys.stderr)
+        return 1
+    if not args.no_report and finished:
+        try:
+            from results.report import write_report
+
+            path = write_report(sweep.name, tracking_uri,
+                                Path(args.report_dir) if args.report_dir else None)
+            print(f"  report: {path}")
+        except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say why
+            print(f"warning: report not written: {exc}", file=sys.stderr)
+    return 0 if finished == len(cells) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (SweepError, TrackingError, CellError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""MLflow tracking of a sweep: exactly one run per cell, each epoch logged once.
+
+Design: **every MLflow write comes from the driver** (a Ray Tune callback), never from the
+trial processes. Trials report metrics to Tune; the driver turns them into MLflow calls. One
+writer means no sqlite "database is locked" and no concurrent schema migration, whatever the
+number of concurrent trials, and the same code works for a sqlite file or an ``http://``
+tracking server shared by a cluster.
+
+Guarantees and how they are kept:
+    * One run per cell: a cell's run is found by its tags (``sweep``, ``cell``, ``phase``) and
+      reused across Tune retries, driver restarts and ``--resume``; it is created only when
+      none exists.
+    * Each epoch once: the steps already logged are read back when a run is attached; a result
+      for a logged step (a retried or resumed trial replaying an epoch) is skipped, so the first
+      value of an epoch is the one kept (on CPU replays are bit-identical anyway).
+    * Never FINISHED with missing epochs: a run is terminated FINISHED only after all its epoch
+      writes succeeded and their count equals the configured epochs; otherwise FAILED with a
+      ``failure_reason`` tag.
+    * Tracking server down: writes go through an in-order queue. A failing write stays queued
+      (with everything after it) and is retried at each later event and at the end of the sweep
+      for up to ``flush_timeout`` seconds, so training continues while the server is away and
+      the records land when it returns. If it never returns, the sweep exits non-zero and says
+      how many writes are unsent.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from trainers.errors import ConfigError
+
+# MLflow's HTTP client retries for minutes by default; our queue does the retrying instead.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "train_loss",
+                 "epoch_seconds", "examples_per_second")
+SECRET_WORDS = ("token", "secret", "password", "credential", "api_key", "apikey")
+
+
+class TrackingError(ConfigError):
+    """The tracking URI is malformed or unreachable."""
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a sqlite store, artifacts live beside the database in ``mlartifacts/``."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`TrackingError` within ``timeout`` seconds if the store is unusable."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+                if reply.status != 200:
+                    raise TrackingError(f"tracking server {uri} answered HTTP {reply.status}")
+        except (TimeoutError, urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it "
+                                "(mlflow server --host 127.0.0.1 ...) or pass --tracking-uri"
+                                ) from None
+        return
+    if parsed.scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        folder = db.parent if str(db.parent) else Path.cwd()
+        if not folder.is_dir():
+            raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: folder {folder} is not writable")
+        return
+    if parsed.scheme in ("", "file"):
+        raise TrackingError(f"tracking URI {uri!r}: MLflow 3 needs a database or a server; use "
+                            "sqlite:///path/mlflow.db or http://host:port")
+    if parsed.scheme not in ("postgresql", "mysql", "mssql", "databricks"):
+        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+
+
+def git_commit() -> str:
+    """The project's git commit (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def safe_params(params: dict[str, Any]) -> dict[str, str]:
+    """Stringify params, dropping anything that looks like a credential."""
+    return {k: str(v) for k, v in params.items()
+            if not any(word in k.lower() for word in SECRET_WORDS)}
+
+
+@dataclass
+class CellRun:
+    """What the driver knows of one cell's MLflow run."""
+
+    cell: str
+    epochs: int
+    run_id: str | None = None
+    status: str | None = None
+    logged_steps: set[int] = field(default_factory=set)
+    params_logged: bool = False
+    failure: str | None = None
+    finals: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+class WriteQueue:
+    """In-order MLflow writes; a failing write and everything after it wait for a retry."""
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[str, Callable[[], None]]] = deque()
+        self.last_error: str | None = None
+        self.failed_since: float | None = None
+
+    def put(self, label: str, op: Callable[[], None]) -> None:
+        self.pending.append((label, op))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Run queued writes until one fails; True when the queue is empty."""
+        while self.pending:
+            label, op = self.pending[0]
+            try:
+                op()
+            except Exception as exc:  # noqa: BLE001 - any store error means "retry later"
+                message = f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                if self.failed_since is None:
+                    self.failed_since = time.monotonic()
+                    print(f"[tracking] write failed, queued for retry ({message})", flush=True)
+                self.last_error = message
+                return False
+            self.pending.popleft()
+            if self.failed_since is not None:
+                print(f"[tracking] store reachable again; flushed the queue "
+                      f"(down {time.monotonic() - self.failed_since:.0f}s)", flush=True)
+                self.failed_since = None
+        return True
+
+    def drain(self, timeout: float, interval: float = 2.0) -> bool:
+        """Retry until empty or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+
+class SweepTracker:
+    """The single MLflow writer of a sweep (used by :class:`MlflowCellCallback`).
+
+    Args:
+        tracking_uri: MLflow store.
+        experiment: experiment name (the sweep name).
+        phase: ``final`` or ``search``.
+        base_tags: tags every cell run gets (sweep, git commit, ...).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, phase: str = "final",
+                 base_tags: dict[str, str] | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.phase = phase
+        self.base_tags = dict(base_tags or {})
+        self.queue = WriteQueue()
+        self.cells: dict[str, CellRun] = {}
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
+        state = self.__dict__.copy()
+        state.update(_client=None, _experiment_id=None, queue=WriteQueue(), cells={})
+        return state
+
+    # ---------------------------------------------------------------- store access
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=_experiment_artifacts(
+                        self.tracking_uri, self.experiment))
+            else:
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(found.experiment_id)
+                self._experiment_id = found.experiment_id
+        return self._experiment_id
+
+    def existing_runs(self) -> dict[str, Any]:
+        """Active cell runs of this sweep and phase, by cell name (latest wins)."""
+        runs: dict[str, Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id()],
+                filter_string=f"tags.kind = 'cell' and tags.phase = '{self.phase}'",
+                max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
+            for run in page:
+                runs[run.data.tags.get("cell", run.info.run_name)] = run
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_cells(self) -> set[str]:
+        """Cells whose run is FINISHED with every epoch (skipped when a sweep is relaunched)."""
+        return {cell for cell, run in self.existing_runs().items()
+                if run.info.status == "FINISHED"}
+
+    # ---------------------------------------------------------------- cell lifecycle
+    def attach(self, cell: str, epochs: int, tags: dict[str, str], params: dict[str, Any]) -> None:
+        """Find or create the cell's run (queued: works while the store is down)."""
+        if cell in self.cells:
+            self.queue.put(f"{cell}: tags", lambda: self._set_tags(cell, tags))
+            return
+        state = self.cells[cell] = CellRun(cell, epochs)
+
+        def open_run() -> None:
+            existing = self.existing_runs().get(cell)
+            if existing is not None:
+                state.run_id = existing.info.run_id
+                state.logged_steps = {m.step for m in self.client.get_metric_history(
+                    state.run_id, "epoch_seconds")}
+                state.params_logged = bool(existing.data.params)
+                if existing.info.status != "RUNNING":
+                    self.client.update_run(state.run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(self.experiment_id(), run_name=cell,
+                                             tags={**self.base_tags, **tags, "cell": cell,
+                                                   "kind": "cell", "phase": self.phase})
+                state.run_id = run.info.run_id
+            if not state.params_logged:
+                from mlflow.entities import Param
+
+                self.client.log_batch(state.run_id, params=[
+                    Param(k, v) for k, v in safe_params(params).items()])
+                state.params_logged = True
+            self._set_tags(cell, tags)
+
+        self.queue.put(f"{cell}: open run", open_run)
+
+    def _set_tags(self, cell: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        run_id = self.cells[cell].run_id
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_epoch(self, cell: str, result: dict[str, Any]) -> bool:
+        """Queue one epoch's metrics at step = epoch, unless that step is already logged."""
+        state = self.cells[cell]
+        step = int(result["epoch"])
+        if step in state.logged_steps:
+            return False
+        state.logged_steps.add(step)
+        metrics = {k: float(result[k]) for k in EPOCH_METRICS if k in result}
+        state.finals.update(metrics)
+        if "epoch_seconds" in metrics:
+            state.epoch_seconds.append(metrics["epoch_seconds"])
+        timestamp = int(time.time() * 1000)
+
+        def write() -> None:
+            from mlflow.entities import Metric
+
+            self.client.log_batch(state.run_id, metrics=[
+                Metric(k, v, timestamp, step) for k, v in metrics.items()])
+
+        self.queue.put(f"{cell}: epoch {step}", write)
+        return True
+
+    def set_tag(self, cell: str, key: str, value: str) -> None:
+        self.queue.put(f"{cell}: tag {key}",
+                       lambda: self.client.set_tag(self.cells[cell].run_id, key, value))
+
+    def log_artifacts(self, cell: str, folder: Path) -> None:
+        if folder.is_dir() and any(folder.iterdir()):
+            self.queue.put(f"{cell}: artifacts", lambda: self.client.log_artifacts(
+                self.cells[cell].run_id, str(folder)))
+
+    def finish(self, cell: str, failure: str | None = None) -> str:
+        """Terminate the run: FINISHED only with every epoch logged, else FAILED with a reason."""
+        state = self.cells[cell]
+        if failure is None and len(state.logged_steps) < state.epochs:
+            failure = (f"only {len(state.logged_steps)} of {state.epochs} epochs were reported")
+        state.failure = failure
+        status = "FAILED" if failure else "FINISHED"
+        state.status = status
+
+        def close() -> None:
+            if failure:
+                self.client.set_tag(state.run_id, "failure_reason", failure[:4000])
+            self.client.set_terminated(state.run_id, status=status)
+
+        self.queue.put(f"{cell}: {status}", close)
+        return status
+
+
+def _experiment_artifacts(uri: str, experiment: str) -> str | None:
+    root = artifact_root(uri)
+    return f"{root}/{experiment}" if root else None

@@ -1,0 +1,71 @@
+"""The Ray Tune function trainable: runs :func:`trainers.loop.train_cell` for one cell.
+
+Each epoch the trainer writes its checkpoint and this module reports the epoch's metrics to
+Tune together with that checkpoint. When Tune restores the trial (a retry after the worker
+died, or ``--resume`` after the driver died) the latest checkpoint comes back through
+``tune.get_checkpoint()`` and the cell continues after its last finished epoch.
+
+Problems that a retry cannot fix (bad data, NaN loss) are reported as a result carrying
+``failure_reason`` and the function returns normally, so Tune does not retry them; the driver
+marks the cell's MLflow run FAILED with that reason. A crash of the worker process is an
+ordinary Tune failure and is retried up to ``--max-failures`` times.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from trainers.config import CellConfig
+from trainers.errors import CellError, TrainingDiverged
+
+
+class TuneReporter:
+    """Bridges the trainer's :class:`trainers.loop.Reporter` seam to ``tune.report``."""
+
+    def __init__(self, extra: dict[str, Any]) -> None:
+        self.extra = extra
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        tune.report({**metrics, **self.extra},
+                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+
+def run_cell_trial(trial_config: dict[str, Any]) -> None:
+    """Tune entry point; ``trial_config["trial"] = {"cell": CellConfig dict, "name": ...}``."""
+    from trainers.loop import hardware_name, pick_device, train_cell
+
+    config = CellConfig.from_dict(trial_config["trial"]["cell"])
+    workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
+    try:
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
+        hardware = hardware_name(pick_device(config.device))
+        reporter = TuneReporter({"hardware": hardware})
+        try:
+            train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
+                       resume_from=resume_from, log=lambda line: print(line, flush=True))
+        except (CellError, TrainingDiverged) as exc:
+            tune.report({"failure_reason": str(exc), "hardware": hardware})
+        except Exception as exc:  # noqa: BLE001 - deterministic code errors: report, no retry
+            if isinstance(exc, (MemoryError, KeyboardInterrupt)):
+                raise
+            last = traceback.format_exc().strip().splitlines()[-1]
+            tune.report({"failure_reason": f"{type(exc).__name__}: {exc} ({last})"[:2000],
+                         "hardware": hardware})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def warm_cache_task(cell: dict[str, Any]) -> dict[str, bool]:
+    """Ray task body: fill the feature/token cache for one cache group."""
+    from trainers.prepare import warm_cache
+
+    return warm_cache(CellConfig.from_dict(cell))
