@@ -1,0 +1,190 @@
+"""Epoch-time ratios of the mixing strategies vs ``none`` (fine-tune mode), in one process.
+
+What it measures: ``CellTrainer.train_epoch``'s ``epoch_seconds`` (training steps only: no
+evaluation, no checkpoint) of one epoch over a fixed training subset, for
+
+* ``none`` (the baseline),
+* ``batchmixup`` (n = b new points, one forward, one update): target ratio <= 1.05,
+* ``mixup`` and ``nonlinear_mixup`` with ``mix_samples`` n (default 15), in both variants:
+  ``faithful`` (the paper: n forward passes and n updates per batch): target ratio ~= n
+  (within 15%), the mechanism of the paper's "1.5 min vs ~20 min per epoch on RTE with
+  beta sampled 15 times"; ``shared`` (one forward, the mean of n mixed losses, one update):
+  target <= 1.10.
+
+Every strategy trains its own copy of the same encoder (same initial weights) on the same
+subset (``--examples`` examples drawn once with ``--seed``), same batch size. By default every
+batch is padded to exactly ``--max-length`` tokens (a benchmark-only subclass of CellTrainer
+whose ``inputs`` indexes pre-padded tensors on the device), so all strategies do identical
+encoder work per forward; ``--dynamic-padding`` uses the loop's own per-batch padding instead.
+The strategies are interleaved (one epoch of each, in a rotating order, per repeat) after one
+untimed warm-up update each; the table shows medians over ``--repeats`` and the ratio of
+medians vs ``none``.
+
+Run (2-core CPU, defaults: about 2-3 minutes)::
+
+    HF_HUB_OFFLINE=1 BATCHMIXUP_CACHE_DIR=/tmp/bmcache python -m benchmarks.epoch_ratios
+    python -m benchmarks.epoch_ratios --device cuda --model random:roberta-large \\
+        --examples 256 --max-length 128 --repeats 5
+
+Read: ``ratio`` = median epoch seconds / median epoch seconds of ``none``; PASS/FAIL against
+the target. ``spread`` is min-max of the per-repeat epoch seconds (noise on shared machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmarks._common import default_data_dir, hardware_line, median, pick_device, table
+from trainers.config import CellConfig
+from trainers.loop import CellTrainer
+from trainers.prepare import PreparedCell, prepare_cell
+
+
+class FixedLengthTrainer(CellTrainer):
+    """CellTrainer whose training batches are pre-padded to exactly ``max_length`` tokens."""
+
+    def __init__(self, config: CellConfig, prepared: PreparedCell, device: torch.device,
+                 fixed: dict[str, Tensor] | None) -> None:
+        super().__init__(config, prepared, device)
+        self.fixed = None if fixed is None else {k: v.to(device) for k, v in fixed.items()}
+
+    def inputs(self, source: Any, idx: Tensor) -> Any:
+        if self.fixed is not None and source is self.data.train_inputs:
+            rows = idx.to(self.device)
+            return {k: v[rows] for k, v in self.fixed.items()}
+        return super().inputs(source, idx)
+
+
+def pad_fixed(rows: list[dict[str, list[int]]], pad_id: int, length: int) -> dict[str, Tensor]:
+    """Tokenized rows (already truncated to ``length``) padded to exactly ``length``."""
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    types = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        k = len(r["input_ids"])
+        ids[i, :k] = torch.tensor(r["input_ids"])
+        mask[i, :k] = 1
+        if "token_type_ids" in r:
+            types[i, :k] = torch.tensor(r["token_type_ids"])
+    out = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in rows[0]:
+        out["token_type_ids"] = types
+    return out
+
+
+def variants(n: int) -> list[tuple[str, str, str, int, str]]:
+    """(label, strategy, mixup_variant, mix_samples, target) of every compared strategy."""
+    return [
+        ("none", "none", "-", 1, "1 (baseline)"),
+        ("batchmixup", "batchmixup", "-", 1, "<= 1.05"),
+        ("mixup/faithful", "mixup", "faithful", n, f"~= {n} (+-15%)"),
+        ("mixup/shared", "mixup", "shared", n, "<= 1.10"),
+        ("nonlinear/faithful", "nonlinear_mixup", "faithful", n, f"~= {n} (+-15%)"),
+        ("nonlinear/shared", "nonlinear_mixup", "shared", n, "<= 1.10"),
+    ]
+
+
+def passes(ratio: float, target: str, n: int) -> bool:
+    if target.startswith("<="):
+        return ratio <= float(target.split()[1])
+    if target.startswith("~="):
+        return abs(ratio / n - 1) <= 0.15
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="rte", choices=("rte", "banking77", "fewrel"),
+                        help="rte: the task of the paper's timing claim")
+    parser.add_argument("--data-dir", default=default_data_dir(),
+                        help="default $BATCHMIXUP_DATA_DIR or ../shared/data")
+    parser.add_argument("--examples", type=int, default=64, help="fixed training subset size")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per strategy")
+    parser.add_argument("--model", default="minilm",
+                        help="minilm (packaged), random:roberta-large, a hub name or directory")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--mix-samples", type=int, default=15, help="n of (nonlinear) mixup")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="Beta concentration (0.5: exercises the non-uniform sampler)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategies", default="",
+                        help="comma-separated labels to run (default all; none always runs)")
+    parser.add_argument("--dynamic-padding", action="store_true",
+                        help="use the loop's own per-batch dynamic padding")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    print(hardware_line(device))
+    base = CellConfig(task=args.task, model=args.model, mode="finetune", seed=args.seed,
+                      max_length=args.max_length, batch_size=args.batch_size,
+                      epochs=args.repeats + 1, alpha=args.alpha, device=device.type,
+                      data_dir=args.data_dir).validate()
+    t0 = time.perf_counter()
+    prepared = prepare_cell(base, device)
+    n_all = len(prepared.train_targets)
+    if args.examples > n_all:
+        raise SystemExit(f"--examples {args.examples} > {n_all} training examples of {args.task}")
+    gen = torch.Generator().manual_seed(args.seed)
+    subset = torch.randperm(n_all, generator=gen)[: args.examples].tolist()
+    rows = [prepared.train_inputs[i] for i in subset]
+    targets = prepared.train_targets[torch.tensor(subset)]
+    fixed = None if args.dynamic_padding else pad_fixed(rows, prepared.pad_id, args.max_length)
+    lengths = [len(r["input_ids"]) for r in rows]
+    print(f"task {args.task}: {args.examples} of {n_all} training examples, "
+          f"{len(prepared.labels)} classes; model {args.model} (d={prepared.input_dim}), "
+          f"mode finetune, batch {args.batch_size}, "
+          f"{'dynamic padding' if fixed is None else f'every batch padded to {args.max_length}'}"
+          f" (token lengths {min(lengths)}-{max(lengths)}, mean {sum(lengths) / len(rows):.1f});"
+          f" alpha {args.alpha}, n {args.mix_samples}; loaded in {time.perf_counter() - t0:.1f}s")
+
+    wanted = {s.strip() for s in args.strategies.split(",") if s.strip()}
+    chosen = [v for v in variants(args.mix_samples) if not wanted or v[0] in wanted or
+              v[0] == "none"]
+    pristine = prepared.encoder.model
+    trainers: dict[str, CellTrainer] = {}
+    for label, strategy, variant, n, _ in chosen:
+        config = dataclasses.replace(base, strategy=strategy, mix_samples=n,
+                                     mixup_variant="faithful" if variant == "-" else variant)
+        encoder = dataclasses.replace(prepared.encoder, model=copy.deepcopy(pristine))
+        mine = dataclasses.replace(prepared, train_inputs=rows, train_targets=targets,
+                                   encoder=encoder)
+        trainer = FixedLengthTrainer(config.validate(), mine, device, fixed)
+        inputs, y = next(trainer.batches(0))  # untimed warm-up update
+        trainer.step(trainer.loss(inputs, y))
+        trainers[label] = trainer
+    del prepared, pristine
+
+    seconds: dict[str, list[float]] = {label: [] for label in trainers}
+    labels = list(trainers)
+    for r in range(args.repeats):
+        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        for label in order:
+            seconds[label].append(trainers[label].train_epoch(r + 1)["epoch_seconds"])
+        print(f"repeat {r + 1}/{args.repeats}: " +
+              ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in labels), flush=True)
+
+    base_s = median(seconds["none"])
+    out = []
+    for label, strategy, variant, n, target in chosen:
+        med = median(seconds[label])
+        ratio = med / base_s
+        out.append([strategy, variant, n, f"{med:.3f}",
+                    f"{min(seconds[label]):.2f}-{max(seconds[label]):.2f}", f"{ratio:.3f}",
+                    target, "PASS" if passes(ratio, target, n) else "FAIL"])
+    print()
+    print(table(["strategy", "variant", "n", "median epoch s", "spread", "ratio vs none",
+                 "target", "result"], out))
+
+
+if __name__ == "__main__":
+    main()
