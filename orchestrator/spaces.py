@@ -143,7 +143,7 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
             raw[key] = overrides[key]
     settings = dict(_mapping(source, "settings", raw.get("settings", {})))
     settings.update(overrides.get("settings") or {})
-    return Sweep(
+    sweep = Sweep(
         name=_name(source, raw.get("name", file.stem)),
         description=str(raw.get("description", "")),
         source=source,
@@ -156,6 +156,14 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
         resources=_resources(source, raw.get("resources", {})),
         search=dict(_mapping(source, "search", raw.get("search", {}))),
     )
+    # Per-strategy settings are checked even for strategies the grid (or --strategies) omits.
+    for strategy, extra in sweep.strategy_settings.items():
+        try:
+            CellConfig.from_dict({**sweep.settings, **extra, "task": sweep.tasks[0],
+                                  "strategy": strategy}).validate()
+        except ConfigError as exc:
+            raise SweepError(f"{source}: field 'strategy_settings.{strategy}': {exc}") from None
+    return sweep
 
 
 # ---------------------------------------------------------------------- field validators

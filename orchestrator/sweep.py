@@ -128,10 +128,14 @@ def build_sweep(args: argparse.Namespace) -> Sweep:
     })
 
 
-def check_data(cells: list[Cell]) -> None:
-    """Load each task once on the driver, so missing or malformed data stops everything."""
+def check_inputs(cells: list[Cell]) -> None:
+    """Load each task and find each model once on the driver: missing or malformed data or an
+    unavailable model stops everything before Ray or MLflow start."""
+    from trainers.model import check_model
     from trainers.prepare import load_cell_data
 
+    for model in sorted({c.config.model for c in cells if c.config.task != "toy2d"}):
+        check_model(model)
     seen = set()
     for cell in cells:
         c = cell.config
@@ -177,7 +181,6 @@ def start_ray(args: argparse.Namespace) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": args.verbose, "logging_level": "ERROR",
                               "configure_logging": True}
     if args.address:
-        check_address(args.address)
         try:
             ray.init(address=args.address, **kwargs)
         except (ConnectionError, RuntimeError) as exc:
@@ -249,12 +252,14 @@ def run(args: argparse.Namespace) -> int:
             raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
-    check_data(cells)
+    check_inputs(cells)
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
     storage = Path(args.storage_path or "ray_results").expanduser()
     storage = storage if "://" in str(storage) else storage.resolve()
     check_storage(storage)
+    if args.address:
+        check_address(args.address)
 
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
                            base_tags={"sweep": sweep.name, "git_commit": git_commit()})

@@ -137,6 +137,31 @@ def load_encoder(name: str, pooling: str = "auto", seed: int = 0) -> Encoder:
     return Encoder(model, tokenizer, resolved, f"{source.replace('/', '--')}-{identity}")
 
 
+def check_model(name: str) -> None:
+    """Raise :class:`ModelError` quickly if ``name`` cannot be loaded (no weights are read)."""
+    from transformers import AutoConfig
+
+    if name.startswith("random:"):
+        if name.split(":", 1)[1] not in RANDOM_CONFIGS:
+            raise ModelError(f"unknown random architecture {name.split(':', 1)[1]!r}; choose "
+                             f"from {', '.join(RANDOM_CONFIGS)}")
+        return
+    source = minilm_path() if name == "minilm" else Path(name).expanduser()
+    if Path(source).is_dir():
+        if not (Path(source) / "config.json").exists():
+            raise ModelError(f"model directory {source} has no config.json")
+        return
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        if not hub_reachable():
+            raise ModelError(
+                f"model {name!r} is neither a local directory nor in the Hugging Face cache, "
+                "and the hub is unreachable (offline?): pass a local path, or --model minilm "
+                "for the packaged encoder"
+            ) from None
+
+
 def pool(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     """Pool token states ``[b, t, d]`` into ``[b, d]``: first token (CLS) or masked mean."""
     if pooling == "cls":

@@ -1,0 +1,103 @@
+"""Helpers for tests that run real sweeps: a CLI runner, a real MLflow server, run queries."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_env(cache_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "BATCHMIXUP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_sweep(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 600,
+              module: str = "orchestrator.sweep") -> subprocess.CompletedProcess:
+    """Run ``python -m orchestrator.sweep ARGS`` in ``cwd``; output is kept for assertions."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
+                          env=sweep_env(cache_dir), capture_output=True, text=True,
+                          timeout=timeout)
+    (cwd / f"{module}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(folder: Path, port: int | None = None):
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``folder``."""
+    port = port or free_port()
+    proc = start_mlflow_server(folder, port)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        stop(proc)
+
+
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / f"server-{port}.log", "a")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(folder / f'server-{port}.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    pytest.fail("mlflow server did not start within 90 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def cell_runs(tracking_uri: str, experiment: str, phase: str = "final") -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    return list(client.search_runs([exp.experiment_id],
+                                   filter_string=f"tags.kind = 'cell' and tags.phase = '{phase}'",
+                                   max_results=5000))
+
+
+def steps(tracking_uri: str, run_id: str, key: str = "epoch_seconds") -> list[int]:
+    from mlflow import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(tracking_uri=tracking_uri)
+                  .get_metric_history(run_id, key))

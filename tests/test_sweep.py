@@ -1,0 +1,156 @@
+"""The sweep end to end on a real local Ray, a real sqlite store and a real MLflow server."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sweep import main
+from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
+
+PARAMS = {"model", "mode", "alpha", "mix_samples", "loss", "temperature", "lr", "head_lr",
+          "epochs", "batch_size", "max_length", "clean_loss", "mixup_variant"}
+TAGS = {"task", "ratio", "strategy", "seed", "sweep", "git_commit", "ray_trial_id", "hardware",
+        "cell", "phase", "kind"}
+
+
+def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
+    proc = run_sweep(["--preset", "smoke", "--data-dir", str(data_dir), "--num-cpus", "4",
+                      "--cpus-per-trial", "1", "--storage-path", str(tmp_path / "ray")],
+                     tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = cell_runs(uri, "smoke")
+    expected = {f"{t}/{r}/{s}/{seed}" for t, r, s, seed in itertools.product(
+        ["rte", "banking77"], ["0.25", "0.01"],
+        ["none", "mixup", "nonlinear_mixup", "batchmixup"], [0, 1])}
+    names = [run.info.run_name for run in runs]
+    assert sorted(names) == sorted(expected)  # exactly one run per cell
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert PARAMS <= set(run.data.params), run.data.params
+        assert TAGS <= set(run.data.tags), run.data.tags
+        task, ratio, strategy, seed = run.info.run_name.split("/")
+        assert run.data.tags["task"] == task and run.data.tags["strategy"] == strategy
+        assert float(run.data.tags["ratio"]) == float(ratio) and run.data.tags["seed"] == seed
+        for key in ("accuracy", "macro_f1", "train_loss", "epoch_seconds",
+                    "examples_per_second"):
+            assert steps(uri, run.info.run_id, key) == [1, 2, 3], (run.info.run_name, key)
+    # terminal table, MLflow location and the report
+    assert "accuracy % (mean±std, n)" in proc.stdout
+    assert "32/32 cells FINISHED" in proc.stdout
+    report = tmp_path / "results" / "smoke" / "report.md"
+    assert report.is_file() and "Table 1" in report.read_text()
+
+    # Relaunching the same sweep reruns nothing and creates no run.
+    again = run_sweep(["--preset", "smoke", "--data-dir", str(data_dir), "--num-cpus", "2",
+                       "--no-report", "--storage-path", str(tmp_path / "ray")],
+                      tmp_path, cache_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "32 already FINISHED" in again.stdout
+    assert len(cell_runs(uri, "smoke")) == 32
+
+
+def test_four_concurrent_trials_against_a_real_mlflow_server(tmp_path, data_dir, cache_dir):
+    with mlflow_server(tmp_path / "server") as (uri, _):
+        proc = run_sweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
+                          "--seeds", "0,1", "--set", "epochs=12", "--data-dir", str(data_dir),
+                          "--tracking-uri", uri, "--num-cpus", "4", "--cpus-per-trial", "1",
+                          "--max-concurrent", "4", "--no-report",
+                          "--storage-path", str(tmp_path / "ray")], tmp_path, cache_dir)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs = cell_runs(uri, "smoke")
+        assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+        for run in runs:
+            assert steps(uri, run.info.run_id) == list(range(1, 13))
+            assert steps(uri, run.info.run_id, "accuracy") == list(range(1, 13))
+        # the runs really overlapped: at some instant 4 were open at once
+        events = sorted([(r.info.start_time, 1) for r in runs]
+                        + [(r.info.end_time, -1) for r in runs])
+        open_runs = peak = 0
+        for _, delta in events:
+            open_runs += delta
+            peak = max(peak, open_runs)
+        assert peak >= 4, events
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written to the default store
+
+
+BAD = [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--tasks", "rte,nope"], "unknown task 'nope'"),
+    (["--ratios", "0"], "ratio must be a number in (0, 1]"),
+    (["--ratios", "1.5"], "ratio must be a number in (0, 1]"),
+    (["--ratios", "abc"], "'abc' is not a valid float"),
+    (["--seeds", "0,x"], "'x' is not a valid int"),
+    (["--strategies", "cutmix"], "unknown strategy 'cutmix'"),
+    (["--set", "alpha=0"], "alpha must be > 0"),
+    (["--set", "epochs=0"], "epochs must be an integer >= 1"),
+    (["--set", "nosuch=1"], "unknown setting"),
+    (["--set", "model=no-org/no-model", "--strategies", "none"], "hub is unreachable"),
+    (["--set", "noequals"], "--set expects key=value"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD)
+def test_bad_flags_exit_2_and_start_nothing(args, needle, tmp_path, data_dir, capsys,
+                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
+                 "--no-report", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+BAD_FILES = [
+    ("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [0]\nbogus: 1\n",
+     "unknown field(s) bogus"),
+    ("tasks: [rte]\nratios: [2]\nstrategies: [none]\nseeds: [0]\n", "field 'ratios'"),
+    ("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [-1]\n", "field 'seeds'"),
+    ("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [0]\nsettings: {alpa: 1}\n",
+     "field 'settings.alpa'"),
+    ("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [0]\n"
+     "strategy_settings: {mixup: {alpha: -2}}\n", "alpha must be > 0"),
+    ("tasks: [rte\n", "cannot read YAML"),
+    ("ratios: [0.5]\nstrategies: [none]\nseeds: [0]\n", "field 'tasks' is required"),
+]
+
+
+@pytest.mark.parametrize(("text", "needle"), BAD_FILES)
+def test_bad_sweep_files_name_file_and_field(text, needle, tmp_path, data_dir, capsys,
+                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "bad.yaml"
+    file.write_text(text)
+    code = main(["--sweep-file", str(file), "--data-dir", str(data_dir), "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(file) in err and needle in err, err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--address", "127.0.0.1:9"], "Ray cluster at 127.0.0.1:9 is unreachable"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is "
+                                                   "unreachable"),
+        (["--tracking-uri", "sqlite:////nonexistent-dir/x.db"], "does not exist"),
+        (["--tracking-uri", "./mlruns"], "MLflow 3 needs a database or a server"),
+        (["--storage-path", "/proc/no-such/ray"], "is not writable"),
+        (["--data-dir", "/nonexistent/data"], "/nonexistent/data"),
+    ],
+)
+def test_unreachable_services_fail_fast(flags, needle, tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    code = main(["--tasks", "rte", "--strategies", "none", "--seeds", "0", "--ratios", "0.01",
+                 "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err, err
+    assert time.monotonic() - start < 15
+    assert not Path(tmp_path / "mlflow.db").exists()
