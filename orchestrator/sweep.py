@@ -303,7 +303,7 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
-                                        reuse_actors=False,
+                                        reuse_actors=True,
                                         trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ from results.runs import SweepData
 
 TASK = "toy2d"
 GRID_ARTIFACT = "decision_grid.json"
+GRID_KEYS = ("x", "y", "prob_blue", "train", "means", "covariances")
+"""Keys of decision_grid.json that the panels need."""
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 FIGURE_PNG = "figure1.png"
 ACCURACY_PNG = "figure1_accuracy.png"
 TABLE_CSV = "figure1.csv"
@@ -67,6 +71,8 @@ SAMPLE_PER_CLASS = 300
 SAMPLE_SEED = 0
 BAYES_MC_PER_CLASS = 100_000
 """Monte Carlo points per class for the Bayes-optimal accuracy reference."""
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+"""Panel letters: (a) the data, (b) onwards one per strategy."""
 CLASS_COLORS = ("tab:orange", "tab:blue")
 CLASS_MARKERS = ("o", "s")
 PROB_CMAP = LinearSegmentedColormap.from_list(
@@ -223,6 +229,16 @@ def bayes_accuracy(means: np.ndarray, covs: np.ndarray, per_class: int = BAYES_M
 # --------------------------------------------------------------------------- artifacts
 
 
+def _read_grid(client: MlflowClient, run_id: str, folder: Path) -> dict[str, Any]:
+    """Download ``decision_grid.json`` of one run into ``folder`` and parse it."""
+    local = client.download_artifacts(run_id, GRID_ARTIFACT, str(folder))
+    grid = json.loads(Path(local).read_text(encoding="utf-8"))
+    missing = [key for key in GRID_KEYS if key not in grid]
+    if missing:
+        raise ValueError(f"{GRID_ARTIFACT} lacks {missing}")
+    return grid
+
+
 def load_grids(
     tracking_uri: str, cells: pd.DataFrame, seed: str
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -233,22 +249,23 @@ def load_grids(
     client = MlflowClient(tracking_uri=tracking_uri)
     grids: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    rows = cells[cells["seed"] == seed]
-    with tempfile.TemporaryDirectory(prefix="figure1-") as tmp:
-        for row in rows.itertuples():
-            dst = Path(tmp) / row.run_id
-            dst.mkdir()
-            try:
-                local = client.download_artifacts(row.run_id, GRID_ARTIFACT, str(dst))
-                grid = json.loads(Path(local).read_text(encoding="utf-8"))
-                for key in ("x", "y", "prob_blue", "train", "means", "covariances"):
-                    if key not in grid:
-                        raise ValueError(f"no {key!r} in {GRID_ARTIFACT}")
-            except (MlflowException, OSError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                notes.append(f"{row.run_name}: no usable {GRID_ARTIFACT} ({first[:200]})")
-                continue
-            grids[row.strategy] = grid
+    previous = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"  # no progress bar per small JSON file
+    try:
+        with tempfile.TemporaryDirectory(prefix="figure1-") as tmp:
+            for row in cells[cells["seed"] == seed].itertuples():
+                folder = Path(tmp) / row.run_id
+                folder.mkdir()
+                try:
+                    grids[row.strategy] = _read_grid(client, row.run_id, folder)
+                except (MlflowException, OSError, ValueError) as exc:
+                    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                    notes.append(f"{row.run_name}: no usable {GRID_ARTIFACT} ({lines[0][:200]})")
+    finally:
+        if previous is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = previous
     return grids, notes
 
 
@@ -295,7 +312,6 @@ def plot_decision_panels(
     n_panels = 1 + len(strategies)
     fig = Figure(figsize=(3.5 * n_panels + 0.8, 4.6))
     axes = fig.subplots(1, n_panels, sharex=True, sharey=True)
-    letters = "abcdefghijklmnopqrstuvwxyz"
 
     ax = axes[0]
     rng = np.random.default_rng(SAMPLE_SEED)
@@ -314,7 +330,7 @@ def plot_decision_panels(
         grid = grids.get(strategy)
         acc = accuracy.get(strategy, math.nan)
         acc_text = "—" if math.isnan(acc) else f"{acc:.1f}%"
-        ax.set_title(f"({letters[i]}) {strategy}\ntest accuracy {acc_text}", fontsize="medium")
+        ax.set_title(f"({LETTERS[i]}) {strategy}\ntest accuracy {acc_text}", fontsize="medium")
         if grid is None:
             ax.text(0.5, 0.5, f"no {GRID_ARTIFACT}", transform=ax.transAxes, ha="center",
                     va="center", color="gray")
@@ -374,24 +390,24 @@ def plot_accuracy_distribution(
     by_seed = cells.pivot_table(index="seed", columns="strategy", values="accuracy_pct")
     by_seed = by_seed.reindex(columns=strategies)
     x = np.arange(len(strategies))
-    fig = Figure(figsize=(max(6.0, 1.6 * len(strategies) + 2.0), 4.6))
+    # one horizontal offset per seed, shared by its runs, so the grey lines join its dots
+    offsets = np.random.default_rng(0).uniform(-0.12, 0.12, size=len(by_seed))
+    fig = Figure(figsize=(max(7.0, 1.6 * len(strategies) + 3.5), 4.6))
     ax = fig.subplots()
-    for _, values in by_seed.iterrows():  # thin lines join the runs of one seed
-        ax.plot(x, values.to_numpy(dtype=float), color="lightgray", linewidth=0.8, zorder=1)
+    for offset, (_, values) in zip(offsets, by_seed.iterrows(), strict=True):
+        ax.plot(x + offset, values.to_numpy(dtype=float), color="lightgray", linewidth=0.8,
+                zorder=1)
     data = [by_seed[s].dropna().to_numpy(dtype=float) for s in strategies]
     ax.boxplot(data, positions=x, widths=0.5, showfliers=False, zorder=2,
                medianprops={"color": "black"}, whiskerprops={"color": "gray"},
                boxprops={"color": "gray"}, capprops={"color": "gray"})
-    rng = np.random.default_rng(0)
     for i, strategy in enumerate(strategies):
-        values = data[i]
-        jitter = rng.uniform(-0.12, 0.12, size=values.size)
-        ax.scatter(i + jitter, values, s=22, color=colors[strategy], edgecolors="black",
+        values = by_seed[strategy].to_numpy(dtype=float)
+        ax.scatter(i + offsets, values, s=22, color=colors[strategy], edgecolors="black",
                    linewidths=0.4, zorder=3)
-        mean = float(values.mean()) if values.size else math.nan
-        if not math.isnan(mean):
-            ax.scatter([i], [mean], marker="D", s=45, color="white", edgecolors="black",
-                       zorder=4)
+        if data[i].size:
+            ax.scatter([i], [float(data[i].mean())], marker="D", s=45, color="white",
+                       edgecolors="black", zorder=4)
     handles = [
         Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="black",
                label="one seed"),
@@ -401,7 +417,8 @@ def plot_accuracy_distribution(
     ]
     if seed is not None and seed in by_seed.index:
         shown = by_seed.loc[seed].to_numpy(dtype=float)
-        ax.scatter(x, shown, marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+        offset = offsets[list(by_seed.index).index(seed)]
+        ax.scatter(x + offset, shown, marker="*", s=160, color="gold", edgecolors="black", zorder=5)
         handles.append(Line2D([], [], marker="*", linestyle="", markersize=12, color="gold",
                               markeredgecolor="black", label=f"seed {seed} (Figure 1 panels)"))
     if bayes is not None and not math.isnan(bayes):
@@ -414,7 +431,7 @@ def plot_accuracy_distribution(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Figure 1 toy task: final test accuracy over seeds")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(handles=handles, fontsize="small", loc="lower left")
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return plots._save(fig, path)
 
@@ -433,7 +450,7 @@ def table_markdown(table: pd.DataFrame) -> str:
         paired = (
             tables.DASH
             if math.isnan(r.paired_n)
-            else f"{int(r.wins)}/{int(r.paired_n)} ({int(r.ties)} ties, {int(r.losses)} losses)"
+            else f"{int(r.wins)}/{int(r.paired_n)} (ties {int(r.ties)}, losses {int(r.losses)})"
         )
         rows.append([
             r.strategy,
@@ -496,7 +513,8 @@ def build_figure1(data: SweepData, out_dir: Path, seed: str | None = None) -> Fi
             f"Decision boundaries of {reason}. (a) The data: {SAMPLE_PER_CLASS} points per "
             "class sampled from the stored class means and covariances (illustrative, not the "
             "test set itself) and the seed's 10 training points (shared by all strategies). "
-            "(b)–: each strategy's learned P(blue) (filled), its P = 0.5 boundary (solid) and "
+            f"(b)–({LETTERS[len(strategies)]}): each strategy's learned P(blue) (filled), its "
+            "P = 0.5 boundary (solid) and "
             "the Bayes-optimal boundary of the true Gaussians (dashed); titles give that "
             "seed's final test accuracy.",
             "",

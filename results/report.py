@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from results import paper, plots, tables
+from results import figure1, paper, plots, tables
 from results.runs import DEFAULT_TRACKING_URI, ReportError, SweepData, load_sweep
 
 __all__ = ["ReportError", "build_report", "main", "write_report"]
@@ -91,8 +91,9 @@ def _markdown(
     accuracy_png: str | None,
     curve_cell: tuple[str, float] | None,
     curve_png: str | None,
+    figure1_md: str | None = None,
 ) -> str:
-    """Compose report.md from the computed tables."""
+    """Compose report.md from the computed tables (``figure1_md``: the toy2d section)."""
     runs = data.runs
     finals = tables.final_phase(runs)
     trials = tables.search_phase(runs)
@@ -114,6 +115,7 @@ def _markdown(
         "- Hardware (all cell runs, search included): "
         + "; ".join(f"{r.hardware} ({r.runs} runs)" for r in frames["hardware"].itertuples()),
         "",
+        *([figure1_md, ""] if figure1_md else []),
         "## Table 1: test accuracy (%)",
         "",
         "Final test accuracy = the `accuracy` metric at a run's last epoch, ×100. Each cell is "
@@ -244,15 +246,26 @@ def _markdown(
         + " hold the tables above (accuracies in %, `cells.csv` holds one row per run).",
         "",
     ]
+    if figure1_md:
+        out[-1:-1] = [
+            f"`{figure1.TABLE_CSV}` holds the Figure 1 accuracy table; `{figure1.FIGURE_PNG}` "
+            f"and `{figure1.ACCURACY_PNG}` are its plots.",
+            "",
+        ]
     return "\n".join(out)
 
 
 def build_report(
-    data: SweepData, out_dir: Path, curve_cell: tuple[str, float] | None = None
+    data: SweepData,
+    out_dir: Path,
+    curve_cell: tuple[str, float] | None = None,
+    figure1_seed: str | None = None,
 ) -> list[Path]:
     """Write report.md, CSVs and PNGs for ``data`` into ``out_dir``; return the files written.
 
-    report.md is the first path returned.
+    report.md is the first path returned. When the experiment has toy2d runs, the Figure 1
+    section and its files (see :mod:`results.figure1`; ``figure1_seed`` picks the seed drawn)
+    are added.
     """
     runs, history = data.runs, data.history
     frames: dict[str, pd.DataFrame] = {
@@ -294,8 +307,14 @@ def build_report(
                 )
             )
 
+    figure1_md: str | None = None
+    if figure1.has_toy2d(runs):
+        section = figure1.build_figure1(data, out_dir, figure1_seed)
+        figure1_md = section.markdown
+        written.extend(section.files)
+
     report = out_dir / REPORT_FILE
-    text = _markdown(data, frames, accuracy_png, curve_cell, curve_png)
+    text = _markdown(data, frames, accuracy_png, curve_cell, curve_png, figure1_md)
     report.write_text(text, encoding="utf-8")
     return [report, *written]
 
@@ -337,16 +356,20 @@ def write_report(
     out_dir: Path | None = None,
     curve_cell: tuple[str, float] | None = None,
     log_artifacts: bool = True,
+    figure1_seed: str | None = None,
 ) -> Path:
     """Read ``experiment``, write the report files and log them to the summary run.
 
     ``tracking_uri`` None means $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``; ``out_dir``
     None means ``results/<experiment>/``. Returns the path of report.md. Raises ReportError,
     before writing anything, for a missing store, an unknown experiment or one without cell
-    runs.
+    runs. ``figure1_seed``: the seed of the Figure 1 panels (toy2d experiments only; None =
+    seed 0, or ``"median"``).
     """
     data = load_sweep(experiment, tracking_uri)
-    files = build_report(data, out_dir or default_out_dir(experiment), curve_cell)
+    files = build_report(
+        data, out_dir or default_out_dir(experiment), curve_cell, figure1_seed=figure1_seed
+    )
     if log_artifacts:
         log_to_summary_run(data, files)
     return files[0]
@@ -395,6 +418,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--figure1-seed",
+        default=None,
+        metavar="SEED|median",
+        help=(
+            "Seed whose decision boundaries the Figure 1 panels draw (experiments with toy2d "
+            "runs only). Default: 0. 'median': the seed whose batchmixup − none accuracy "
+            "difference is the median over seeds."
+        ),
+    )
+    parser.add_argument(
         "--no-log",
         action="store_true",
         help="Only write files; do not log them to the summary run.",
@@ -413,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             curve_cell=curve_cell,
             log_artifacts=not args.no_log,
+            figure1_seed=args.figure1_seed,
         )
     except ReportError as exc:
         print(f"results.report: error: {exc}", file=sys.stderr)
