@@ -1,0 +1,240 @@
+"""Training throughput of our CellTrainer vs ``transformers.Trainer``, same model, data, batch.
+
+What it measures: training examples per second in fine-tune mode (strategy ``none``), same
+encoder weights (``--model``, default the packaged MiniLM), same tokenized training subset
+(``--examples`` examples of ``--task``, truncated at ``--max-length``, dynamic padding to the
+longest row of each batch in both), same batch size, same number of epochs, same machine, same
+process. Contenders, interleaved (ours, trainer, trainer, ours, ... per repeat, each run from
+freshly copied weights):
+
+* ``ours``: ``trainers.loop.CellTrainer.train_epoch`` (its own batching: ``pad_batch`` + ``.to``),
+  per-epoch ``epoch_seconds``.
+* ``hf``: ``transformers.Trainer`` with the same model (``--hf-model wrapper``: our CellModel
+  wrapped in a thin ``nn.Module`` returning ``{"loss", "logits"}``, i.e. identical compute;
+  ``--hf-model auto``: ``AutoModelForSequenceClassification`` from the same weights),
+  ``DataCollatorWithPadding``, no evaluation, no saving, no logging, ``report_to=[]``,
+  default optimizer (``adamw_torch_fused`` in transformers 5); seconds per epoch from a
+  callback (``on_epoch_begin``/``on_epoch_end``, device-synced).
+* ``hf/adamw_torch`` (``--hf-optims``): the same with ``optim="adamw_torch"`` (the non-fused
+  AdamW that our loop uses on CPU), to separate optimizer from loop overhead.
+
+Run (2-core CPU, defaults: about 2 minutes)::
+
+    HF_HUB_OFFLINE=1 BATCHMIXUP_CACHE_DIR=/tmp/bmcache python -m benchmarks.trainer_throughput
+    python -m benchmarks.trainer_throughput --profile   # + torch.profiler table of one epoch
+
+Read: ``examples/s`` = training examples / median epoch seconds (all epochs of all repeats);
+``ours / X`` > 1 means our loop is faster; target >= 1.0 against ``hf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmarks._common import (
+    default_data_dir,
+    hardware_line,
+    median,
+    pick_device,
+    sync,
+    table,
+)
+from trainers.config import CellConfig
+from trainers.loop import CellTrainer
+from trainers.model import CellModel
+from trainers.prepare import PreparedCell, prepare_cell
+
+
+class LossWrapper(nn.Module):
+    """Our CellModel behind the ``forward(**batch) -> {"loss", "logits"}`` Trainer contract."""
+
+    def __init__(self, model: CellModel) -> None:
+        super().__init__()
+        self.cell = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None,
+                **_: Any) -> dict[str, Tensor]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        logits = self.cell.scores(self.cell.represent(inputs))
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = F.cross_entropy(logits.float(), labels)
+        return out
+
+
+class RowsDataset(torch.utils.data.Dataset):
+    """Tokenized rows + labels, as the dicts DataCollatorWithPadding expects."""
+
+    def __init__(self, rows: list[dict[str, list[int]]], labels: Tensor) -> None:
+        self.rows, self.labels = rows, labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.rows[i], "labels": self.labels[i]}
+
+
+def run_ours(config: CellConfig, prepared: PreparedCell, pristine: nn.Module,
+             device: torch.device, epochs: int, offset: int) -> list[float]:
+    encoder = dataclasses.replace(prepared.encoder, model=copy.deepcopy(pristine))
+    trainer = CellTrainer(config, dataclasses.replace(prepared, encoder=encoder), device)
+    return [trainer.train_epoch(offset + e)["epoch_seconds"] for e in range(1, epochs + 1)]
+
+
+def run_hf(args: argparse.Namespace, prepared: PreparedCell, pristine: nn.Module,
+           device: torch.device, optim: str | None, seed: int) -> list[float]:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    tokenizer = prepared.encoder.tokenizer
+    if args.hf_model == "auto":
+        from trainers.model import minilm_path
+
+        source = str(minilm_path()) if args.model == "minilm" else args.model
+        model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(prepared.labels))
+    else:
+        torch.manual_seed(seed)
+        model = LossWrapper(CellModel(prepared.input_dim, len(prepared.labels),
+                                      copy.deepcopy(pristine), prepared.encoder.pooling))
+
+    epoch_s: list[float] = []
+
+    class EpochTimer(TrainerCallback):
+        def on_epoch_begin(self, *a: Any, **k: Any) -> None:
+            sync(device)
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, *a: Any, **k: Any) -> None:
+            sync(device)
+            epoch_s.append(time.perf_counter() - self.start)
+
+    extra = {} if optim is None else {"optim": optim}
+    targs = TrainingArguments(
+        output_dir="/tmp/bm-trainer-throughput", eval_strategy="no", save_strategy="no",
+        logging_strategy="no", report_to=[], disable_tqdm=True,
+        per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
+        learning_rate=2e-5, weight_decay=0.01, max_grad_norm=1.0, seed=seed,
+        use_cpu=device.type == "cpu", bf16=device.type == "cuda",
+        remove_unused_columns=False, dataloader_num_workers=0, **extra)
+    trainer = Trainer(model=model, args=targs,
+                      train_dataset=RowsDataset(prepared.train_inputs, prepared.train_targets),
+                      data_collator=DataCollatorWithPadding(tokenizer),
+                      callbacks=[EpochTimer()])
+    trainer.train()
+    return epoch_s
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="banking77", choices=("rte", "banking77", "fewrel"))
+    parser.add_argument("--data-dir", default=default_data_dir(),
+                        help="default $BATCHMIXUP_DATA_DIR or ../shared/data")
+    parser.add_argument("--examples", type=int, default=256, help="fixed training subset size")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (both loops)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per contender")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--hf-model", default="wrapper", choices=("wrapper", "auto"))
+    parser.add_argument("--hf-optims", default="default,adamw_torch",
+                        help="Trainer optim settings to compare (default = Trainer's default)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler table of one epoch of each loop")
+    args = parser.parse_args(argv)
+
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    device = pick_device(args.device)
+    print(hardware_line(device) + f", transformers {transformers.__version__}")
+    config = CellConfig(task=args.task, model=args.model, mode="finetune", seed=args.seed,
+                        max_length=args.max_length, batch_size=args.batch_size,
+                        epochs=args.epochs * (args.repeats + 1), device=device.type,
+                        data_dir=args.data_dir).validate()
+    full = prepare_cell(config, device)
+    n_all = len(full.train_targets)
+    subset = torch.randperm(n_all, generator=torch.Generator().manual_seed(args.seed))
+    subset = subset[: args.examples].tolist()
+    prepared = dataclasses.replace(full, train_inputs=[full.train_inputs[i] for i in subset],
+                                   train_targets=full.train_targets[torch.tensor(subset)],
+                                   eval_inputs=[], eval_targets=full.eval_targets[:0])
+    pristine = copy.deepcopy(full.encoder.model)
+    del full
+    lengths = [len(r["input_ids"]) for r in prepared.train_inputs]
+    print(f"task {args.task}: {len(subset)} examples (token lengths {min(lengths)}-"
+          f"{max(lengths)}, mean {sum(lengths) / len(lengths):.1f}), {len(prepared.labels)} "
+          f"classes; model {args.model}, hf model {args.hf_model}; batch {args.batch_size}, "
+          f"max_length {args.max_length}, {args.epochs} epochs x {args.repeats} repeats\n")
+
+    optims = [o.strip() for o in args.hf_optims.split(",") if o.strip()]
+    contenders = ["ours"] + [("hf" if o == "default" else f"hf/{o}") for o in optims]
+
+    def run(name: str, r: int) -> list[float]:
+        if name == "ours":
+            return run_ours(config, prepared, pristine, device, args.epochs, r * args.epochs)
+        optim = None if name == "hf" else name.split("/", 1)[1]
+        return run_hf(args, prepared, pristine, device, optim, args.seed + r)
+
+    seconds: dict[str, list[float]] = {c: [] for c in contenders}
+    for r in range(args.repeats):
+        order = contenders if r % 2 == 0 else contenders[::-1]
+        for name in order:
+            seconds[name] += run(name, r)
+        print(f"repeat {r + 1}/{args.repeats}: " +
+              ", ".join(f"{c} " + "/".join(f"{s:.2f}" for s in seconds[c][-args.epochs:]) + "s"
+                        for c in contenders), flush=True)
+
+    n = len(subset)
+    ours = median(seconds["ours"])
+    rows = []
+    for c in contenders:
+        med = median(seconds[c])
+        rows.append([c, f"{med:.3f}", f"{min(seconds[c]):.2f}-{max(seconds[c]):.2f}",
+                     f"{n / med:.1f}", f"{med / ours:.3f}",
+                     "-" if c == "ours" else ("PASS" if med / ours >= 1.0 else "FAIL")])
+    print()
+    print(table(["loop", "median epoch s", "spread", "examples/s", "ours / loop (speed)",
+                 "target >= 1.0"], rows))
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                         else [])
+        for name in ("ours", "hf"):
+            with profile(activities=acts) as prof:
+                if name == "ours":
+                    run_ours(dataclasses.replace(config, epochs=1), prepared, pristine, device,
+                             1, 0)
+                else:
+                    args.epochs, epochs = 1, args.epochs
+                    run_hf(args, prepared, pristine, device, None, args.seed)
+                    args.epochs = epochs
+            print(f"\n--- torch.profiler, one run of {name} (top 15 by self CPU time)")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
