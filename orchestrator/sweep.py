@@ -178,6 +178,8 @@ def start_ray(args: argparse.Namespace) -> None:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Save Tune's experiment state often, so --resume after a driver crash loses little.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     kwargs: dict[str, Any] = {"log_to_driver": args.verbose, "logging_level": "ERROR",
                               "configure_logging": True}
     if args.address:

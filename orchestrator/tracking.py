@@ -128,17 +128,28 @@ class CellRun:
 class WriteQueue:
     """In-order MLflow writes; a failing write and everything after it wait for a retry."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_interval: float = 5.0) -> None:
         self.pending: deque[tuple[str, Callable[[], None]]] = deque()
         self.last_error: str | None = None
         self.failed_since: float | None = None
+        self.retry_interval = retry_interval
+        self.last_attempt = 0.0
 
     def put(self, label: str, op: Callable[[], None]) -> None:
         self.pending.append((label, op))
         self.flush()
 
-    def flush(self) -> bool:
-        """Run queued writes until one fails; True when the queue is empty."""
+    def flush(self, force: bool = False) -> bool:
+        """Run queued writes until one fails; True when the queue is empty.
+
+        While the store is failing, attempts are spaced ``retry_interval`` seconds apart (unless
+        ``force``) so the driver's event loop is not slowed by connection timeouts.
+        """
+        now = time.monotonic()
+        if (self.failed_since is not None and not force
+                and now - self.last_attempt < self.retry_interval):
+            return not self.pending
+        self.last_attempt = now
         while self.pending:
             label, op = self.pending[0]
             try:
@@ -160,7 +171,7 @@ class WriteQueue:
     def drain(self, timeout: float, interval: float = 2.0) -> bool:
         """Retry until empty or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
-        while not self.flush():
+        while not self.flush(force=True):
             if time.monotonic() > deadline:
                 return False
             time.sleep(interval)

@@ -31,9 +31,11 @@ class TuneReporter:
     def __init__(self, extra: dict[str, Any]) -> None:
         self.extra = extra
 
-    def report(self, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        tune.report({**metrics, **self.extra},
-                    checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
+        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
 
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:

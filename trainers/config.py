@@ -83,6 +83,8 @@ class CellConfig:
         device: auto (CUDA when available), cpu or cuda.
         dropout: dropout on the representation before mixing/classification.
         eval_batch_size: batch size for evaluation and feature extraction.
+        checkpoint_every: write a checkpoint every k epochs (and after the last); metrics
+            are reported every epoch regardless. Raise it for tiny, many-epoch cells (toy2d).
     """
 
     task: str = "rte"
@@ -114,6 +116,7 @@ class CellConfig:
     none_relations: int = 1
     dropout: float = 0.1
     eval_batch_size: int = 128
+    checkpoint_every: int = 1
     device: str = "auto"
     data_dir: str | None = None
     train_file: str | None = None
@@ -158,7 +161,8 @@ class CellConfig:
             raise ConfigError(f"alpha must be > 0, got {self.alpha!r}")
         if not _finite(self.temperature) or self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
-        for name in ("epochs", "batch_size", "mix_samples", "max_length", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "mix_samples", "max_length", "eval_batch_size",
+                     "checkpoint_every"):
             _positive_int(name, getattr(self, name))
         for name in ("mlp_hidden", "batchmix_points", "none_relations"):
             value = getattr(self, name)
@@ -183,7 +187,7 @@ class CellConfig:
     def params(self) -> dict[str, Any]:
         """Every hyperparameter, for logging (paths and the cell identity excluded)."""
         skip = {"task", "ratio", "strategy", "seed", "data_dir", "train_file", "test_file",
-                "cache_dir"}
+                "cache_dir", "checkpoint_every", "device", "eval_batch_size"}
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         out["loss"] = self.resolved_loss
         return out

@@ -50,7 +50,8 @@ NAN_CHECK_EVERY = 32  # steps between host checks of the non-finite-loss flag
 class Reporter(Protocol):
     """Receives each epoch's metrics and the directory holding that epoch's checkpoint."""
 
-    def report(self, metrics: dict[str, float], checkpoint_dir: Path) -> None: ...
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        """``checkpoint_dir`` is None for epochs without a checkpoint (``checkpoint_every``)."""
 
 
 @dataclass
@@ -305,10 +306,13 @@ class CellTrainer:
 
                 write_decision_grid(self.model, self.data.train_inputs, self.train_targets,
                                     checkpoint_dir / ARTIFACTS_DIR / "decision_grid.json")
-            self.save(checkpoint_dir)
+            every = self.config.checkpoint_every
+            saved = epoch % every == 0 or epoch == self.config.epochs
+            if saved:
+                self.save(checkpoint_dir)
             log(format_epoch(self.config, metrics))
             if reporter is not None:
-                reporter.report(dict(metrics), checkpoint_dir)
+                reporter.report(dict(metrics), checkpoint_dir if saved else None)
         return self.history
 
 

@@ -1,0 +1,218 @@
+"""Fault tolerance with real kills: a trial worker, the driver, the tracking server; NaN cells.
+
+Every scenario ends with the same promise: each cell has exactly one MLflow run holding each
+epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from orchestrator.spaces import load_sweep, resolve_source
+from tests.sweep_helpers import (
+    cell_runs,
+    free_port,
+    run_sweep,
+    start_mlflow_server,
+    steps,
+    stop,
+    sweep_env,
+)
+from trainers.loop import train_cell
+
+
+class LiveSweep:
+    """``python -m orchestrator.sweep`` in its own process group, its output read live."""
+
+    def __init__(self, args: list[str], cwd: Path, cache_dir: Path) -> None:
+        self.tag = uuid.uuid4().hex
+        env = {**sweep_env(cache_dir), "BATCHMIXUP_TEST_TAG": self.tag}
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
+                                     cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.log = cwd / f"live-{self.tag[:6]}.log"
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        with open(self.log, "w") as log:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                log.write(line)
+                log.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> None:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(regex.search(line) for line in list(self.lines)):
+                return
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        pytest.fail(f"never saw {pattern!r}; output:\n{''.join(self.lines)[-4000:]}")
+
+    def workers(self) -> list[psutil.Process]:
+        """This sweep's Tune trial processes (found by the tag in their environment)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                title = " ".join(proc.info["cmdline"] or [])
+                mine = proc.environ().get("BATCHMIXUP_TEST_TAG") == self.tag
+                if "ImplicitFunc" in title and mine:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+    def kill_all(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.reader.join(timeout=10)
+
+
+def base_args(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
+            "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
+            "--num-cpus", "2", "--no-report", *extra]
+
+
+def assert_one_run_per_cell_each_epoch_once(uri: str, names: set[str], epochs: int) -> list:
+    runs = cell_runs(uri, "smoke")
+    assert sorted(r.info.run_name for r in runs) == sorted(names)
+    for run in runs:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags)
+        for key in ("epoch_seconds", "accuracy", "train_loss"):
+            assert steps(uri, run.info.run_id, key) == list(range(1, epochs + 1)), key
+    return runs
+
+
+def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path, data_dir, cache_dir):
+    epochs = 30
+    cell = "banking77/0.01/batchmixup/0"
+    sweep = LiveSweep(base_args(data_dir, tmp_path, "--strategies", "batchmixup", "--seeds", "0",
+                                "--set", f"epochs={epochs}", "--max-concurrent", "1"),
+                      tmp_path, cache_dir)
+    sweep.wait_for(rf"{re.escape(cell)} epoch 6/{epochs}")
+    victims = sweep.workers()
+    assert victims, "no trial worker found"
+    for proc in victims:
+        proc.send_signal(signal.SIGKILL)  # a real kill, mid-training
+    code = sweep.finish()
+    output = "".join(sweep.lines)
+    assert code == 0, output[-4000:]
+    assert "retrying from its last checkpoint" in output
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (run,) = assert_one_run_per_cell_each_epoch_once(uri, {cell}, epochs)
+
+    # Same final accuracy as an uninterrupted run of the same cell (one thread, like the trial).
+    config = next(c.config for c in load_sweep(resolve_source("smoke", None), {
+        "tasks": ["banking77"], "ratios": [0.01], "strategies": ["batchmixup"], "seeds": [0],
+        "settings": {"epochs": str(epochs), "data_dir": str(data_dir)}}).cells())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = train_cell(config, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert run.data.metrics["accuracy"] == pytest.approx(straight.final["accuracy"], abs=1e-9)
+    assert run.data.metrics["train_loss"] == pytest.approx(straight.final["train_loss"],
+                                                           rel=1e-6)
+
+
+def test_killed_driver_then_resume_finishes_only_what_is_missing(tmp_path, data_dir, cache_dir):
+    epochs = 12
+    args = base_args(data_dir, tmp_path, "--seeds", "0", "--set", f"epochs={epochs}",
+                     "--max-concurrent", "1")
+    sweep = LiveSweep(args, tmp_path, cache_dir)
+    sweep.wait_for(r"2/4 cells ended")
+    time.sleep(6)  # past one Tune state save, with the third cell mid-training
+    sweep.kill_all()  # SIGKILL the driver and its local Ray
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = {r.info.run_name: r for r in cell_runs(uri, "smoke")}
+    done_before = {n for n, r in before.items() if r.info.status == "FINISHED"}
+    assert len(done_before) >= 2
+
+    resumed = run_sweep([*args, "--resume"], tmp_path, cache_dir)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    names = {f"banking77/0.01/{s}/0" for s in ("none", "mixup", "nonlinear_mixup",
+                                                "batchmixup")}
+    runs = assert_one_run_per_cell_each_epoch_once(uri, names, epochs)
+    for run in runs:
+        if run.info.run_name in done_before:  # finished cells were not trained again
+            assert f"{run.info.run_name} epoch" not in resumed.stdout
+            assert run.info.run_id == before[run.info.run_name].info.run_id
+    for name, run in before.items():  # interrupted cells continued in their own run
+        assert {r.info.run_id for r in runs if r.info.run_name == name} == {run.info.run_id}
+
+
+def test_tracking_server_down_mid_sweep_loses_nothing(tmp_path, data_dir, cache_dir):
+    epochs = 15
+    port = free_port()
+    server_dir = tmp_path / "server"
+    server = start_mlflow_server(server_dir, port)
+    uri = f"http://127.0.0.1:{port}"
+    sweep = LiveSweep(base_args(data_dir, tmp_path, "--strategies", "none,batchmixup",
+                                "--seeds", "0", "--set", f"epochs={epochs}",
+                                "--tracking-uri", uri, "--max-concurrent", "1"),
+                      tmp_path, cache_dir)
+    try:
+        sweep.wait_for(rf"epoch 3/{epochs}")
+        stop(server)  # the tracking server goes away mid-sweep
+        sweep.wait_for(r"\[tracking\] write failed, queued for retry", timeout=120)
+        sweep.wait_for(rf"batchmixup/0 epoch {epochs}/{epochs}", timeout=300)  # training went on
+        server = start_mlflow_server(server_dir, port)  # ... and comes back
+        code = sweep.finish()
+    finally:
+        if sweep.proc.poll() is None:
+            sweep.kill_all()
+        stop(server)
+        server = start_mlflow_server(server_dir, port)
+    try:
+        output = "".join(sweep.lines)
+        assert code == 0, output[-4000:]
+        assert "store reachable again" in output
+        assert_one_run_per_cell_each_epoch_once(
+            uri, {"banking77/0.01/none/0", "banking77/0.01/batchmixup/0"}, epochs)
+    finally:
+        stop(server)
+
+
+def test_nan_loss_fails_that_cell_and_the_sweep_goes_on(tmp_path, data_dir, cache_dir):
+    sweep_file = tmp_path / "nan.yaml"
+    sweep_file.write_text(
+        "name: smoke\ntasks: [banking77]\nratios: [0.01]\nseeds: [0]\n"
+        "settings: {model: minilm, mode: frozen, max_length: 64, epochs: 2}\n"
+        "strategies:\n  - none\n"
+        "  - {name: diverges, strategy: batchmixup, loss: dot, head_lr: 1.0e+30,\n"
+        "     grad_clip: 0, clean_loss: false}\n")
+    proc = run_sweep(["--sweep-file", str(sweep_file), "--data-dir", str(data_dir),
+                      "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2",
+                      "--no-report"], tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "FAILED banking77/0.01/diverges/0: non-finite loss" in proc.stdout
+    runs = {r.info.run_name: r for r in cell_runs(f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                                  "smoke")}
+    assert runs["banking77/0.01/none/0"].info.status == "FINISHED"
+    failed = runs["banking77/0.01/diverges/0"]
+    assert failed.info.status == "FAILED"
+    assert re.search(r"non-finite loss .* epoch 1, step \d+", failed.data.tags["failure_reason"])
