@@ -16,9 +16,10 @@ subset (``--examples`` examples drawn once with ``--seed``), same batch size. By
 batch is padded to exactly ``--max-length`` tokens (a benchmark-only subclass of CellTrainer
 whose ``inputs`` indexes pre-padded tensors on the device), so all strategies do identical
 encoder work per forward; ``--dynamic-padding`` uses the loop's own per-batch padding instead.
-The strategies are interleaved (one epoch of each, in a rotating order, per repeat) after one
-untimed warm-up update each; the table shows medians over ``--repeats`` and the ratio of
-medians vs ``none``.
+The strategies are interleaved after one untimed warm-up update each, in a sandwich design:
+every repeat runs ``none, X, none, Y, none, ...`` (X, Y, ... in a rotating order), and X's ratio
+in that repeat is its epoch time over the mean of the two ``none`` epochs around it, which
+cancels slow drifts of the load of a shared machine.
 
 Run (2-core CPU, defaults: about 2-3 minutes)::
 
@@ -26,8 +27,11 @@ Run (2-core CPU, defaults: about 2-3 minutes)::
     python -m benchmarks.epoch_ratios --device cuda --model random:roberta-large \\
         --examples 256 --max-length 128 --repeats 5
 
-Read: ``ratio`` = median epoch seconds / median epoch seconds of ``none``; PASS/FAIL against
-the target. ``spread`` is min-max of the per-repeat epoch seconds (noise on shared machines).
+Read: ``ratio vs none`` = median over repeats of the sandwiched ratio (what PASS/FAIL uses);
+``ratio of medians`` = median epoch seconds / median epoch seconds of ``none`` (should agree on
+a quiet machine); ``spread`` is min-max of the epoch seconds (noise on shared machines; the
+load average is printed at the start and at the end). ``--threads 1`` can steady timings on a
+loaded CPU.
 """
 
 from __future__ import annotations
@@ -119,11 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategies", default="",
                         help="comma-separated labels to run (default all; none always runs)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch.set_num_threads (0: torch's default)")
     parser.add_argument("--dynamic-padding", action="store_true",
                         help="use the loop's own per-batch dynamic padding")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(hardware_line(device))
     base = CellConfig(task=args.task, model=args.model, mode="finetune", seed=args.seed,
                       max_length=args.max_length, batch_size=args.batch_size,
@@ -164,26 +172,46 @@ def main(argv: list[str] | None = None) -> None:
         trainers[label] = trainer
     del prepared, pristine
 
+    # Sandwich design: none, X, none, Y, none, ... per repeat; X's ratio in that repeat is
+    # t_X / mean(the two none epochs around it), robust to slow drifts of machine load.
     seconds: dict[str, list[float]] = {label: [] for label in trainers}
-    labels = list(trainers)
+    paired: dict[str, list[float]] = {label: [] for label in trainers}
+    others = [label for label in trainers if label != "none"]
+    epoch = 0
+
+    def run(label: str) -> float:
+        nonlocal epoch
+        epoch += 1
+        return trainers[label].train_epoch(epoch)["epoch_seconds"]
+
     for r in range(args.repeats):
-        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        order = others[r % len(others):] + others[: r % len(others)] if others else []
+        before = run("none")
+        seconds["none"].append(before)
         for label in order:
-            seconds[label].append(trainers[label].train_epoch(r + 1)["epoch_seconds"])
+            t = run(label)
+            after = run("none")
+            seconds[label].append(t)
+            seconds["none"].append(after)
+            paired[label].append(t / ((before + after) / 2))
+            before = after
         print(f"repeat {r + 1}/{args.repeats}: " +
-              ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in labels), flush=True)
+              ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in others) +
+              f"; none {min(seconds['none']):.2f}-{max(seconds['none']):.2f}s", flush=True)
 
     base_s = median(seconds["none"])
     out = []
     for label, strategy, variant, n, target in chosen:
         med = median(seconds[label])
-        ratio = med / base_s
+        ratio = median(paired[label]) if label != "none" else 1.0
         out.append([strategy, variant, n, f"{med:.3f}",
-                    f"{min(seconds[label]):.2f}-{max(seconds[label]):.2f}", f"{ratio:.3f}",
+                    f"{min(seconds[label]):.2f}-{max(seconds[label]):.2f}",
+                    f"{med / base_s:.3f}", f"{ratio:.3f}",
                     target, "PASS" if passes(ratio, target, n) else "FAIL"])
     print()
-    print(table(["strategy", "variant", "n", "median epoch s", "spread", "ratio vs none",
-                 "target", "result"], out))
+    print(table(["strategy", "variant", "n", "median epoch s", "spread", "ratio of medians",
+                 "ratio vs none", "target", "result"], out))
+    print(hardware_line(device).split(", ")[-1] + " (at the end)")
 
 
 if __name__ == "__main__":
