@@ -18,6 +18,10 @@ freshly copied weights):
 * ``hf/adamw_torch`` (``--hf-optims``): the same with ``optim="adamw_torch"`` (the non-fused
   AdamW that our loop uses on CPU), to separate optimizer from loop overhead.
 
+Needs ``accelerate>=1.1.0`` (``transformers.Trainer`` requires it; not a project dependency):
+``pip install 'accelerate>=1.1.0'``, or ``pip install --no-deps --target DIR accelerate`` and
+``PYTHONPATH=DIR``.
+
 Run (2-core CPU, defaults: about 2 minutes)::
 
     HF_HUB_OFFLINE=1 BATCHMIXUP_CACHE_DIR=/tmp/bmcache python -m benchmarks.trainer_throughput
@@ -165,6 +169,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import transformers
     from transformers.utils import logging as hf_logging
+
+    try:
+        import accelerate  # noqa: F401  (transformers.Trainer needs it)
+    except ImportError:
+        raise SystemExit("transformers.Trainer needs accelerate>=1.1.0: "
+                         "pip install 'accelerate>=1.1.0'") from None
 
     hf_logging.set_verbosity_error()
     device = pick_device(args.device)
