@@ -140,28 +140,33 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path, data_di
 
 
 def test_killed_driver_then_resume_finishes_only_what_is_missing(tmp_path, data_dir, cache_dir):
-    epochs = 12
+    epochs = 40
     args = base_args(data_dir, tmp_path, "--seeds", "0", "--set", f"epochs={epochs}",
                      "--max-concurrent", "1")
     sweep = LiveSweep(args, tmp_path, cache_dir)
     sweep.wait_for(r"2/4 cells ended")
-    time.sleep(6)  # past one Tune state save, with the third cell mid-training
+    # the third cell is mid-training and Tune has saved its state (every 5 s) meanwhile
+    sweep.wait_for(rf"nonlinear_mixup/0 epoch 25/{epochs}")
     sweep.kill_all()  # SIGKILL the driver and its local Ray
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = {r.info.run_name: r for r in cell_runs(uri, "smoke")}
     done_before = {n for n, r in before.items() if r.info.status == "FINISHED"}
-    assert len(done_before) >= 2
+    assert 2 <= len(done_before) < 4, {n: r.info.status for n, r in before.items()}
+    interrupted = "banking77/0.01/nonlinear_mixup/0"
+    assert before[interrupted].info.status == "RUNNING"
 
     resumed = run_sweep([*args, "--resume"], tmp_path, cache_dir)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    assert "resuming Tune state" in resumed.stdout
     names = {f"banking77/0.01/{s}/0" for s in ("none", "mixup", "nonlinear_mixup",
                                                 "batchmixup")}
     runs = assert_one_run_per_cell_each_epoch_once(uri, names, epochs)
-    for run in runs:
-        if run.info.run_name in done_before:  # finished cells were not trained again
-            assert f"{run.info.run_name} epoch" not in resumed.stdout
-            assert run.info.run_id == before[run.info.run_name].info.run_id
-    for name, run in before.items():  # interrupted cells continued in their own run
+    for name in done_before:  # finished cells were not trained again
+        assert f"{name} epoch" not in resumed.stdout
+    # the interrupted cell continued from its checkpoint, not from epoch 1
+    assert f"{interrupted} epoch 1/{epochs}:" not in resumed.stdout
+    assert f"{interrupted} epoch {epochs}/{epochs}" in resumed.stdout
+    for name, run in before.items():  # every cell kept its one run
         assert {r.info.run_id for r in runs if r.info.run_name == name} == {run.info.run_id}
 
 
