@@ -221,3 +221,31 @@ def test_nan_loss_fails_that_cell_and_the_sweep_goes_on(tmp_path, data_dir, cach
     failed = runs["banking77/0.01/diverges/0"]
     assert failed.info.status == "FAILED"
     assert re.search(r"non-finite loss .* epoch 1, step \d+", failed.data.tags["failure_reason"])
+
+
+def test_two_node_cluster_survives_losing_the_worker_node(tmp_path, data_dir, cache_dir):
+    """A real two-node Ray cluster on this machine; the worker node dies mid-sweep."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        epochs = 30
+        sweep = LiveSweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
+                           "--seeds", "0", "--set", f"epochs={epochs}",
+                           "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
+                           "--address", cluster.address, "--cpus-per-trial", "1",
+                           "--no-report"], tmp_path, cache_dir)
+        sweep.wait_for(rf"epoch 5/{epochs}")
+        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's processes
+        code = sweep.finish()
+        output = "".join(sweep.lines)
+        assert code == 0, output[-4000:]
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        assert_one_run_per_cell_each_epoch_once(
+            uri, {f"banking77/0.01/{s}/0" for s in ("none", "mixup", "nonlinear_mixup",
+                                                    "batchmixup")}, epochs)
+        assert "retrying from its last checkpoint" in output
+    finally:
+        cluster.shutdown()
