@@ -66,8 +66,11 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def warm_cache_task(cell: dict[str, Any]) -> dict[str, bool]:
+def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> dict[str, bool]:
     """Ray task body: fill the feature/token cache for one cache group."""
+    import torch
+
     from trainers.prepare import warm_cache
 
+    torch.set_num_threads(max(1, threads))
     return warm_cache(CellConfig.from_dict(cell))

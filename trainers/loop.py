@@ -354,11 +354,12 @@ def train_cell(
     """
     config.validate()
     device = pick_device(config.device)
-    if config.task == "toy2d" and device.type == "cpu":
-        # A 2-D MLP is far too small for intra-op threads: on a loaded 2-core machine two
-        # threads made a toy cell ~150x slower than one (measured).
-        torch.set_num_threads(1)
     prepared = prepare_cell(config, device)
+    if device.type == "cpu" and isinstance(prepared.train_inputs, Tensor):
+        # Frozen features / toy inputs train a linear layer or small MLP: far too small for
+        # intra-op threads. On a busy 2-core machine two threads made a frozen banking77 epoch
+        # 20x slower and a toy cell ~150x slower than one thread (measured).
+        torch.set_num_threads(1)
     trainer = CellTrainer(config, prepared, device)
     if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
         trainer.load(Path(resume_from))
