@@ -366,6 +366,10 @@ def make_searcher(group: Group, plan: SearchPlan) -> Any:
                                             "search_trial": self.made}
             return suggested
 
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if METRIC in result:  # a failure report carries no score (see trainable.py)
+                super().on_trial_result(trial_id, result)
+
     points = None
     defaults = group.defaults()
     if plan.include_default and all(p.contains(defaults[p.name]) for p in group.space):
@@ -507,6 +511,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
                  ) -> dict[str, Any]:
     """Run one group's Tune search; return its chosen.json entry."""
     from ray import tune
+    from ray.tune.error import TuneError
     from ray.tune.schedulers import ASHAScheduler
 
     from orchestrator.callbacks import ProgressCallback
@@ -543,7 +548,8 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs,
                                     grace_period=min(plan.grace_period, epochs),
                                     reduction_factor=plan.reduction_factor),
-            max_concurrent_trials=args.max_concurrent, reuse_actors=False,
+            max_concurrent_trials=concurrency(args, resources, plan.num_samples),
+            reuse_actors=True,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-search-{group.key.replace('/', '_')}",
@@ -551,7 +557,14 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except TuneError as exc:  # a driver-side failure of this group's run: report, go on
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        close_parent(tracker, parent, None, {**entry, "trials": len(callback.trials),
+                                             "finished": 0, "early_stopped": 0, "failed": 0})
+        raise CellError(f"{group.key}: the Tune run failed: "
+                        f"{lines[-1] if lines else type(exc).__name__}") from None
 
     records = []
     for name, seen in callback.trials.items():
@@ -590,6 +603,22 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
     return entry
 
 
+def concurrency(args: argparse.Namespace, resources: dict[str, float], samples: int) -> int:
+    """Trials at once: ``--max-concurrent``, else as many as the cluster's CPUs/GPUs fit.
+
+    Always explicit: without it Tune keeps a single pending trial for a search algorithm, so
+    short trials would run one after the other."""
+    if args.max_concurrent:
+        return min(args.max_concurrent, samples)
+    import ray
+
+    total = ray.cluster_resources()
+    slots = total.get("CPU", 1.0) / resources["cpu"] if resources["cpu"] else math.inf
+    if resources["gpu"]:
+        slots = min(slots, total.get("GPU", 0.0) / resources["gpu"])
+    return max(1, min(samples, int(slots) if math.isfinite(slots) else samples))
+
+
 def _trainable() -> Any:
     from orchestrator.trainable import run_cell_trial
 
@@ -604,12 +633,9 @@ def discard_previous(tracker: SweepTracker, group: Group) -> None:
     """Soft-delete an earlier search of this group (interrupted, or --redo-search), so the
     report and the UI show one search per group. Deleted runs can be restored in MLflow."""
     client = tracker.client
-    runs = client.search_runs(
+    runs = client.search_runs(  # the parent run and its trials all carry search_group
         [tracker.experiment_id()], max_results=5000,
         filter_string=f"tags.phase = 'search' and tags.search_group = '{group.key}'")
-    runs = list(runs) + list(client.search_runs(
-        [tracker.experiment_id()], max_results=100,
-        filter_string=f"tags.kind = 'search_group' and tags.search_group = '{group.key}'"))
     if runs:
         print(f"[search] {group.key}: deleting {len(runs)} run(s) of an earlier search of "
               "this group (restorable in MLflow)", flush=True)
@@ -681,6 +707,7 @@ def run_search(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups:
         return 0
     tracker = SweepTracker(tracking_uri, sweep.name, phase="search",
                            base_tags={"sweep": sweep.name, "git_commit": git_commit()})
+    ensure_ray(args)
     resources = sweep_cli.trial_resources(args, sweep)
     cells = [Cell(f"{g.key}/search", g.arm, CellConfig.from_dict(g.base)) for g in todo]
     sweep_cli.warm_caches(cells, resources)
@@ -774,7 +801,10 @@ def run_final(args: argparse.Namespace, sweep: Sweep, groups: list[Group], choic
     todo = [c for c in cells if c.name not in finished]
     print(f"[{sweep.name}] final: {len(cells)} cells with the chosen values; "
           f"{len(cells) - len(todo)} already FINISHED, {len(todo)} to run", flush=True)
-    resources = sweep_cli.trial_resources(args, sweep)
+    resources: dict[str, float] = {}
+    if todo:
+        ensure_ray(args)
+        resources = sweep_cli.trial_resources(args, sweep)
     run_as = dataclasses.replace(sweep, name=f"{sweep.name}-final")  # its own Tune folder
     outcome = sweep_cli.execute(args, run_as, todo, tracker, storage, resources) if todo else {}
     return sweep_cli.finish(args, sweep, cells, tracker, tracking_uri, outcome)
@@ -841,6 +871,14 @@ def check_args(args: argparse.Namespace) -> None:
     parse_list("--final-seeds", args.seeds, int)
 
 
+def ensure_ray(args: argparse.Namespace) -> None:
+    """Start (or connect to) Ray once, only when there is something to run."""
+    import ray
+
+    if not ray.is_initialized():
+        sweep_cli.start_ray(args)
+
+
 def _check_inputs(cells: list[Cell]) -> None:
     check = getattr(sweep_cli, "check_inputs", None) or sweep_cli.check_data
     check(cells)
@@ -878,7 +916,6 @@ def run(args: argparse.Namespace) -> int:
     sweep_cli.check_storage(storage)
     if args.phase == "final":
         final_cells(sweep, groups, choices)  # fail before Ray starts if a choice is missing
-    sweep_cli.start_ray(args)
     code = 0
     if args.phase in ("search", "both"):
         code = run_search(args, sweep, plan, groups, choices, tracking_uri, storage)

@@ -138,15 +138,40 @@ def test_callback_drops_test_metrics_and_finishes_early_stopped_trials(tmp_path)
     assert callback.trials[f"{group.key}/search-2"]["values"] == {"alpha": 0.2}
 
 
+def test_searcher_ignores_failure_reports_and_names_trials():
+    base = CellConfig(task="banking77", ratio=0.05, strategy="mixup", eval_split="val").to_dict()
+    group = search.Group("banking77/0.05/mixup", "banking77", 0.05, "mixup", "mixup", base,
+                         (search.SearchParam("alpha", "loguniform", 0.1, 2.0),), 400, 100)
+    plan = search.parse_plan(load_sweep(search.sweep_cli.resolve_source("alpha_search", None)),
+                             search.build_parser().parse_args([]))
+    searcher = search.make_searcher(group, plan)
+    space = {"trial": {"cell": {**base, "alpha": group.space[0].domain()}, "name": "x",
+                       "arm": "mixup", "params": {}}}
+    assert searcher.set_search_properties("val_accuracy", "max", space)
+    first = searcher.suggest("t1")
+    assert first["trial"]["cell"] == {"alpha": 1.0}  # the default goes first
+    assert first["trial"]["name"] == "banking77/0.05/mixup/search-001-t1"
+    assert first["trial"]["params"]["alpha"] == 1.0
+    assert first["trial"]["params"]["search_trial"] == 1
+    searcher.on_trial_result("t1", {"failure_reason": "boom", "training_iteration": 1})
+    searcher.on_trial_result("t1", {"val_accuracy": 0.5, "training_iteration": 1})
+    second = searcher.suggest("t2")["trial"]
+    assert second["name"].startswith("banking77/0.05/mixup/search-002-")
+    assert 0.1 <= second["cell"]["alpha"] <= 2.0
+
+
 # --------------------------------------------------------------------------- real Ray
 
 
+@pytest.mark.slow
 def test_tiny_search_chooses_and_final_phase_uses_it(tmp_path, data_dir, cache_dir):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli([*TINY, "--strategies", "batchmixup", "--final-seeds", "0,1",
-                    "--data-dir", str(data_dir), "--tracking-uri", uri, "--num-cpus", "2",
-                    "--storage-path", str(tmp_path / "ray")], tmp_path, cache_dir)
+    args = [*TINY, "--strategies", "batchmixup", "--final-seeds", "0,1", "--data-dir",
+            str(data_dir), "--tracking-uri", uri, "--num-cpus", "2", "--storage-path",
+            str(tmp_path / "ray"), "--no-report"]
+    proc = run_cli(args, tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "banking77/0.05/batchmixup: chose alpha=" in proc.stdout
 
     chosen = json.loads((tmp_path / "results" / "alpha_search" / "chosen.json").read_text())
     entry = chosen["groups"]["banking77/0.05/batchmixup"]
@@ -184,5 +209,9 @@ def test_tiny_search_chooses_and_final_phase_uses_it(tmp_path, data_dir, cache_d
         assert "accuracy" in run.data.metrics and "val_accuracy" not in run.data.metrics
     assert sorted(r.info.run_name for r in finals) == ["banking77/0.05/batchmixup/0",
                                                        "banking77/0.05/batchmixup/1"]
-    report = (tmp_path / "results" / "alpha_search" / "report.md").read_text()
-    assert "Search phase" in report and "Table 1" in report
+
+    # Rerunning the same command searches nothing, trains nothing and creates no run.
+    again = run_cli(args, tmp_path, cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "1 already chosen" in again.stdout and "2 already FINISHED" in again.stdout
+    assert len(all_runs(uri, "alpha_search")) == len(runs)
