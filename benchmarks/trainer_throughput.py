@@ -4,8 +4,10 @@ What it measures: training examples per second in fine-tune mode (strategy ``non
 encoder weights (``--model``, default the packaged MiniLM), same tokenized training subset
 (``--examples`` examples of ``--task``, truncated at ``--max-length``, dynamic padding to the
 longest row of each batch in both), same batch size, same number of epochs, same machine, same
-process. Contenders, interleaved (ours, trainer, trainer, ours, ... per repeat, each run from
-freshly copied weights):
+process, same example order in every epoch (the Trainer's sampler is replaced by CellTrainer's
+seeded permutation, so dynamic padding costs the same: the table prints the padded tokens per
+epoch of each loop). Contenders, interleaved (A, B, ..., then reversed, per repeat; each run
+from freshly copied weights):
 
 * ``ours``: ``trainers.loop.CellTrainer.train_epoch`` (its own batching: ``pad_batch`` + ``.to``),
   per-epoch ``epoch_seconds``.
@@ -117,6 +119,7 @@ class PatchedTrainer(CellTrainer):
                  patches: set[str]) -> None:
         super().__init__(config, prepared, device)
         self.patches = patches
+        self.tokens = 0  # padded training tokens seen
         if "fused" in patches:  # build_optimizer: fused AdamW on CPU too (torch >= 2.4)
             from trainers.loop import linear_schedule, updates_per_batch
 
@@ -129,24 +132,50 @@ class PatchedTrainer(CellTrainer):
 
     def inputs(self, source: Any, idx: Tensor) -> Any:
         if "vecpad" not in self.patches or isinstance(source, Tensor):
-            return super().inputs(source, idx)
-        batch = vec_pad_batch([source[i] for i in idx.tolist()], self.data.pad_id,
-                              pin=self.device.type == "cuda")
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch = super().inputs(source, idx)
+        else:
+            batch = vec_pad_batch([source[i] for i in idx.tolist()], self.data.pad_id,
+                                  pin=self.device.type == "cuda")
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if source is self.data.train_inputs:
+            self.tokens += batch["input_ids"].numel()
+        return batch
 
 
 def run_ours(config: CellConfig, prepared: PreparedCell, pristine: nn.Module,
              device: torch.device, epochs: int, offset: int,
-             patches: set[str] | None = None) -> list[float]:
+             patches: set[str] | None = None) -> tuple[list[float], int]:
+    """Epoch seconds of ``epochs`` epochs (numbered offset+1, ...) and padded tokens seen."""
     encoder = dataclasses.replace(prepared.encoder, model=copy.deepcopy(pristine))
     mine = dataclasses.replace(prepared, encoder=encoder)
-    trainer = (PatchedTrainer(config, mine, device, patches) if patches
-               else CellTrainer(config, mine, device))
-    return [trainer.train_epoch(offset + e)["epoch_seconds"] for e in range(1, epochs + 1)]
+    trainer = PatchedTrainer(config, mine, device, patches or set())
+    times = [trainer.train_epoch(offset + e)["epoch_seconds"] for e in range(1, epochs + 1)]
+    return times, trainer.tokens
+
+
+class SameOrderSampler(torch.utils.data.Sampler):
+    """The example order of CellTrainer.batches: epoch k uses ``epoch_seed(seed, k)``."""
+
+    def __init__(self, n: int, seed: int, offset: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, offset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        from trainers.loop import epoch_seed
+
+        self.epoch += 1
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=gen).tolist())
 
 
 def run_hf(args: argparse.Namespace, prepared: PreparedCell, pristine: nn.Module,
-           device: torch.device, optim: str | None, seed: int) -> list[float]:
+           device: torch.device, optim: str | None, seed: int,
+           offset: int = 0) -> tuple[list[float], int]:
+    """Epoch seconds of a Trainer run and padded tokens seen. Same example order as ours
+    (its train sampler is replaced by :class:`SameOrderSampler`) so that dynamic padding does
+    identical work in both loops."""
     from transformers import (
         AutoModelForSequenceClassification,
         DataCollatorWithPadding,
@@ -179,6 +208,20 @@ def run_hf(args: argparse.Namespace, prepared: PreparedCell, pristine: nn.Module
             epoch_s.append(time.perf_counter() - self.start)
 
     extra = {} if optim is None else {"optim": optim}
+    collator = DataCollatorWithPadding(tokenizer)
+    tokens = [0]
+
+    def collate(features: list[dict[str, Any]]) -> dict[str, Tensor]:
+        batch = collator(features)
+        tokens[0] += batch["input_ids"].numel()
+        return batch
+
+    n = len(prepared.train_inputs)
+
+    class SameOrderTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return SameOrderSampler(n, args.seed, offset)
+
     targs = TrainingArguments(
         output_dir="/tmp/bm-trainer-throughput", eval_strategy="no", save_strategy="no",
         logging_strategy="no", report_to=[], disable_tqdm=True,
@@ -186,12 +229,12 @@ def run_hf(args: argparse.Namespace, prepared: PreparedCell, pristine: nn.Module
         learning_rate=2e-5, weight_decay=0.01, max_grad_norm=1.0, seed=seed,
         use_cpu=device.type == "cpu", bf16=device.type == "cuda",
         remove_unused_columns=False, dataloader_num_workers=0, **extra)
-    trainer = Trainer(model=model, args=targs,
-                      train_dataset=RowsDataset(prepared.train_inputs, prepared.train_targets),
-                      data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=[EpochTimer()])
+    trainer = SameOrderTrainer(
+        model=model, args=targs,
+        train_dataset=RowsDataset(prepared.train_inputs, prepared.train_targets),
+        data_collator=collate, callbacks=[EpochTimer()])
     trainer.train()
-    return epoch_s
+    return epoch_s, tokens[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,13 +307,16 @@ def main(argv: list[str] | None = None) -> None:
             return run_ours(config, prepared, pristine, device, args.epochs, r * args.epochs,
                             patches)
         optim = None if name == "hf" else name.split("/", 1)[1]
-        return run_hf(args, prepared, pristine, device, optim, args.seed + r)
+        return run_hf(args, prepared, pristine, device, optim, args.seed + r, r * args.epochs)
 
     seconds: dict[str, list[float]] = {c: [] for c in contenders}
+    tokens: dict[str, int] = {c: 0 for c in contenders}
     for r in range(args.repeats):
         order = contenders if r % 2 == 0 else contenders[::-1]
         for name in order:
-            seconds[name] += run(name, r)
+            times, seen = run(name, r)
+            seconds[name] += times
+            tokens[name] += seen
         print(f"repeat {r + 1}/{args.repeats}: " +
               ", ".join(f"{c} " + "/".join(f"{s:.2f}" for s in seconds[c][-args.epochs:]) + "s"
                         for c in contenders), flush=True)
@@ -281,11 +327,12 @@ def main(argv: list[str] | None = None) -> None:
     for c in contenders:
         med = median(seconds[c])
         rows.append([c, f"{med:.3f}", f"{min(seconds[c]):.2f}-{max(seconds[c]):.2f}",
-                     f"{n / med:.1f}", f"{med / ours:.3f}",
+                     f"{n / med:.1f}", tokens[c] // (args.repeats * args.epochs),
+                     f"{med / ours:.3f}",
                      "PASS" if c.startswith("hf") and med / ours >= 1.0 else
                      "FAIL" if c.startswith("hf") else "-"])
     print()
-    print(table(["loop", "median epoch s", "spread", "examples/s",
+    print(table(["loop", "median epoch s", "spread", "examples/s", "padded tokens/epoch",
                  "ours speed / loop speed", "target >= 1.0"], rows))
     print(hardware_line(device).split(", ")[-1] + " (at the end)")
 
@@ -297,8 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("ours", "hf"):
             with profile(activities=acts) as prof:
                 if name == "ours":
-                    run_ours(dataclasses.replace(config, epochs=1), prepared, pristine, device,
-                             1, 0)
+                    run_ours(config, prepared, pristine, device, 1, 0)
                 else:
                     args.epochs, epochs = 1, args.epochs
                     run_hf(args, prepared, pristine, device, None, args.seed)
