@@ -21,7 +21,16 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CELL_TAGS = ("task", "ratio", "strategy", "seed")
 """Tags a cell run needs to be placed in the tables."""
 
-INFO_TAGS = ("sweep", "phase", "hardware", "git_commit", "ray_trial_id", "cell", "failure_reason")
+INFO_TAGS = (
+    "sweep",
+    "phase",
+    "hardware",
+    "git_commit",
+    "ray_trial_id",
+    "cell",
+    "failure_reason",
+    "chosen",
+)
 
 HISTORY_METRICS = (
     "accuracy",

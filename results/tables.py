@@ -543,8 +543,10 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
 def search_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Search trials per (task, ratio, strategy): counts, best val_accuracy, best trial's params.
 
-    A trial's score is its ``val_accuracy`` at the last logged step. Columns: task, ratio,
-    strategy, trials, finished, best_val_accuracy (%), best_trial, alpha, temperature.
+    A trial's score is its ``val_accuracy`` at the last logged step. The best trial is the one
+    orchestrator.search selected (tag ``chosen=true``) when a group has one, else the highest
+    score. Columns: task, ratio, strategy, trials, finished, best_val_accuracy (%), best_trial,
+    alpha, temperature (only for batchmixup, the one strategy that uses it).
     """
     columns = [
         "task",
@@ -580,13 +582,17 @@ def search_summary(runs: pd.DataFrame) -> pd.DataFrame:
                     "alpha": "",
                     "temperature": "",
                 }
+                chosen = scored[scored["chosen"] == "true"] if "chosen" in scored else scored[:0]
                 if not scored.empty:
-                    best = scored.loc[scored["final.val_accuracy"].idxmax()]
+                    if chosen.empty:
+                        best = scored.loc[scored["final.val_accuracy"].idxmax()]
+                    else:
+                        best = chosen.iloc[0]
                     row.update(
                         best_val_accuracy=float(best["final.val_accuracy"]) * 100.0,
                         best_trial=best["ray_trial_id"] or best["run_name"],
                         alpha=best["alpha"],
-                        temperature=best["temperature"],
+                        temperature=best["temperature"] if strategy == "batchmixup" else "",
                     )
                 rows.append(row)
     return pd.DataFrame(rows, columns=columns)
