@@ -355,19 +355,24 @@ def train_cell(
     config.validate()
     device = pick_device(config.device)
     prepared = prepare_cell(config, device)
+    threads = torch.get_num_threads()
     if device.type == "cpu" and isinstance(prepared.train_inputs, Tensor):
         # Frozen features / toy inputs train a linear layer or small MLP: far too small for
         # intra-op threads. On a busy 2-core machine two threads made a frozen banking77 epoch
         # 20x slower and a toy cell ~150x slower than one thread (measured).
         torch.set_num_threads(1)
-    trainer = CellTrainer(config, prepared, device)
-    if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
-        trainer.load(Path(resume_from))
-        log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
-    result = CellResult(config, hardware=hardware_name(device), cache_hits=prepared.cache_hits)
-    if checkpoint_dir is None:
-        with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:
-            result.history = trainer.fit(reporter, Path(tmp), log)
-    else:
-        result.history = trainer.fit(reporter, Path(checkpoint_dir), log)
+    try:
+        trainer = CellTrainer(config, prepared, device)
+        if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
+            trainer.load(Path(resume_from))
+            log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
+        result = CellResult(config, hardware=hardware_name(device),
+                            cache_hits=prepared.cache_hits)
+        if checkpoint_dir is None:
+            with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:
+                result.history = trainer.fit(reporter, Path(tmp), log)
+        else:
+            result.history = trainer.fit(reporter, Path(checkpoint_dir), log)
+    finally:
+        torch.set_num_threads(threads)
     return result
