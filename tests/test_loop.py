@@ -53,7 +53,7 @@ def test_finetune_mode_trains_the_encoder(data_dir, cache_dir):
     config = cell(data_dir, cache_dir, task="banking77", ratio=0.03, mode="finetune",
                   strategy="batchmixup", epochs=2, batch_size=16, lr=5e-5, head_lr=5e-3)
     result = train_cell(config, log=quiet)
-    assert result.cache_hits == {"tokens": False}
+    assert set(result.cache_hits) == {"tokens"}  # fine-tune mode caches token ids
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.history[-1]["accuracy"] > 0.1  # 77 classes: chance is ~1.3%
 
