@@ -35,6 +35,7 @@ ARMS = [
 
 
 def run(config: CellConfig) -> dict[str, float]:
+    torch.set_num_threads(1)  # as trainers.loop.train_cell does for frozen features
     device = pick_device(config.device)
     trainer = CellTrainer(config, prepare_cell(config.validate(), device), device)
     history = []

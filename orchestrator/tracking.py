@@ -45,7 +45,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "train_loss",
-                 "epoch_seconds", "examples_per_second")
+                 "epoch_seconds", "examples_per_second", "trial_seconds")
 SECRET_WORDS = ("token", "secret", "password", "credential", "api_key", "apikey")
 
 

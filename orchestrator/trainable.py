@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,22 @@ from trainers.errors import CellError, TrainingDiverged
 
 
 class TuneReporter:
-    """Bridges the trainer's :class:`trainers.loop.Reporter` seam to ``tune.report``."""
+    """Bridges the trainer's :class:`trainers.loop.Reporter` seam to ``tune.report``.
+
+    Adds ``trial_seconds``: wall time inside this trainable so far (data, model set-up,
+    training, evaluation, checkpoints), the numerator of the orchestration-overhead benchmark.
+    """
 
     def __init__(self, extra: dict[str, Any]) -> None:
         self.extra = extra
+        self.start = time.perf_counter()
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
-        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
+        tune.report({**metrics, **self.extra,
+                     "trial_seconds": time.perf_counter() - self.start}, checkpoint=checkpoint)
 
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
@@ -44,13 +51,14 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
 
     config = CellConfig.from_dict(trial_config["trial"]["cell"])
     workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
+    reporter = TuneReporter({})
     try:
         resume_from = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
         hardware = hardware_name(pick_device(config.device))
-        reporter = TuneReporter({"hardware": hardware})
+        reporter.extra["hardware"] = hardware
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
                        resume_from=resume_from, log=lambda line: print(line, flush=True))
