@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from orchestrator.sweep import main
 from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
@@ -44,6 +45,7 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
     assert "32/32 cells FINISHED" in proc.stdout
     report = tmp_path / "results" / "smoke" / "report.md"
     assert report.is_file() and "Table 1" in report.read_text()
+    check_report_numbers(tmp_path / "results" / "smoke", runs, uri)
 
     # Relaunching the same sweep reruns nothing and creates no run.
     again = run_sweep(["--preset", "smoke", "--data-dir", str(data_dir), "--num-cpus", "2",
@@ -52,6 +54,53 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "32 already FINISHED" in again.stdout
     assert len(cell_runs(uri, "smoke")) == 32
+
+
+def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
+    """The report of a real sweep restates exactly what MLflow logged."""
+    import statistics
+
+    import pandas as pd
+
+    from results.paper import paper_cell
+
+    table = pd.read_csv(folder / "table1.csv")
+    by_arm: dict[tuple, list[float]] = {}
+    seconds: dict[tuple, list[float]] = {}
+    for run in runs:
+        t = run.data.tags
+        key = (t["task"], float(t["ratio"]), t["strategy"])
+        by_arm.setdefault(key, []).append(run.data.metrics["accuracy"] * 100)
+        seconds.setdefault(key, []).extend(
+            m.value for m in MlflowClient(tracking_uri=uri).get_metric_history(
+                run.info.run_id, "epoch_seconds"))
+    for _, row in table.iterrows():
+        values = by_arm[(row["task"], float(row["ratio"]), row["strategy"])]
+        assert row["n"] == len(values)
+        assert row["mean"] == pytest.approx(statistics.mean(values), abs=1e-9)
+        assert row["std"] == pytest.approx(statistics.stdev(values), abs=1e-9)
+        paper = paper_cell(float(row["ratio"]), row["strategy"], row["task"])
+        if paper is not None:
+            assert row["paper_mean"] == pytest.approx(paper[0])
+    assert len(table) == len(by_arm)
+    # The paper column is the paper's Table 1 (values typed from the paper).
+    paper_values = {("banking77", 0.25, "none"): 80.95, ("banking77", 0.25, "batchmixup"): 87.71,
+                    ("rte", 0.25, "mixup"): 71.70, ("banking77", 0.01, "batchmixup"): 55.21,
+                    ("rte", 0.01, "nonlinear_mixup"): 51.41}
+    indexed = table.set_index(["task", "ratio", "strategy"])
+    for key, value in paper_values.items():
+        assert indexed.loc[key, "paper_mean"] == pytest.approx(value)
+    efficiency = pd.read_csv(folder / "efficiency.csv")
+    for _, row in efficiency.iterrows():
+        key = (row["task"], float(row["ratio"]), row["strategy"])
+        none = statistics.mean(seconds[(row["task"], float(row["ratio"]), "none")])
+        assert row["mean_epoch_seconds"] == pytest.approx(statistics.mean(seconds[key]))
+        assert row["ratio_to_none"] == pytest.approx(statistics.mean(seconds[key]) / none)
+    for png in folder.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        import matplotlib.image
+
+        assert matplotlib.image.imread(png).ndim == 3
 
 
 def test_four_concurrent_trials_against_a_real_mlflow_server(tmp_path, data_dir, cache_dir):
