@@ -107,12 +107,12 @@ def assert_one_run_per_cell_each_epoch_once(uri: str, names: set[str], epochs: i
 
 
 def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path, data_dir, cache_dir):
-    epochs = 30
+    epochs = 16
     cell = "banking77/0.01/batchmixup/0"
     sweep = LiveSweep(base_args(data_dir, tmp_path, "--strategies", "batchmixup", "--seeds", "0",
                                 "--set", f"epochs={epochs}", "--max-concurrent", "1"),
                       tmp_path, cache_dir)
-    sweep.wait_for(rf"{re.escape(cell)} epoch 6/{epochs}")
+    sweep.wait_for(rf"{re.escape(cell)} epoch 4/{epochs}")
     victims = sweep.workers()
     assert victims, "no trial worker found"
     for proc in victims:
@@ -140,13 +140,13 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path, data_di
 
 
 def test_killed_driver_then_resume_finishes_only_what_is_missing(tmp_path, data_dir, cache_dir):
-    epochs = 40
+    epochs = 24
     args = base_args(data_dir, tmp_path, "--seeds", "0", "--set", f"epochs={epochs}",
                      "--max-concurrent", "1")
     sweep = LiveSweep(args, tmp_path, cache_dir)
     sweep.wait_for(r"2/4 cells ended")
     # the third cell is mid-training and Tune has saved its state (every 5 s) meanwhile
-    sweep.wait_for(rf"nonlinear_mixup/0 epoch 25/{epochs}")
+    sweep.wait_for(rf"nonlinear_mixup/0 epoch 16/{epochs}")
     sweep.kill_all()  # SIGKILL the driver and its local Ray
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = {r.info.run_name: r for r in cell_runs(uri, "smoke")}
@@ -171,7 +171,7 @@ def test_killed_driver_then_resume_finishes_only_what_is_missing(tmp_path, data_
 
 
 def test_tracking_server_down_mid_sweep_loses_nothing(tmp_path, data_dir, cache_dir):
-    epochs = 15
+    epochs = 10
     port = free_port()
     server_dir = tmp_path / "server"
     server = start_mlflow_server(server_dir, port)
@@ -231,13 +231,13 @@ def test_two_node_cluster_survives_losing_the_worker_node(tmp_path, data_dir, ca
     try:
         worker = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        epochs = 30
+        epochs = 16
         sweep = LiveSweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
                            "--seeds", "0", "--set", f"epochs={epochs}",
                            "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
                            "--address", cluster.address, "--cpus-per-trial", "1",
                            "--no-report"], tmp_path, cache_dir)
-        sweep.wait_for(rf"epoch 5/{epochs}")
+        sweep.wait_for(rf"epoch 4/{epochs}")
         cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's processes
         code = sweep.finish()
         output = "".join(sweep.lines)

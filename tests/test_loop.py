@@ -145,9 +145,12 @@ def test_cli_prints_epochs_and_a_final_json_line(data_dir, cache_dir):
         (["--data-dir", "/nonexistent/data"], "/nonexistent/data"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_exit_2(args, needle, data_dir, cache_dir):
-    base = ["--task", "rte", "--epochs", "1", "--max-length", "64", "--data-dir", str(data_dir)]
-    proc = run_cli(*base, *args, env_cache=cache_dir)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], proc.stderr
+def test_cli_bad_input_is_one_line_and_exit_2(args, needle, data_dir, cache_dir, capsys):
+    from trainers.run_cell import main
+
+    base = ["--task", "rte", "--epochs", "1", "--max-length", "64", "--data-dir", str(data_dir),
+            "--cache-dir", str(cache_dir)]
+    assert main([*base, *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], err
