@@ -206,16 +206,17 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
             groups.setdefault(cache_group(cell.config), cell)
     if not groups:
         return
-    # Feature extraction is the one heavy CPU step: give it the CPUs of the local node.
-    cpus = max(resources["cpu"], min(4.0, float(ray.available_resources().get("CPU", 1.0))))
-    task = ray.remote(num_cpus=cpus, num_gpus=resources["gpu"])(warm_cache_task)
+    # Feature extraction is the one heavy CPU step and runs before any trial: it asks for a
+    # trial's resources (always schedulable) but uses as many threads as the largest node has.
+    threads = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(warm_cache_task)
     for cell in groups.values():
         c = cell.config
         label = f"{c.task} ({c.model}, {c.mode}, max_length={c.max_length})"
         start = time.monotonic()
         print(f"[cache] preparing {label} ...", flush=True)
         try:
-            hits = ray.get(task.remote(c.to_dict(), int(cpus)))
+            hits = ray.get(task.remote(c.to_dict(), threads))
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) else exc
             if isinstance(cause, CellError):
