@@ -852,14 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.max_failures < 0:
-        raise SweepError("--max-failures must be >= 0")
-    for flag in ("gpus_per_trial", "cpus_per_trial"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SweepError("--max-concurrent must be >= 1")
+    sweep_cli.check_ray_args(args)
     if args.num_samples is not None and args.num_samples < 1:
         raise SweepError("--num-samples must be >= 1")
     if args.search_seed is not None and args.search_seed < 0:

@@ -128,6 +128,18 @@ def build_sweep(args: argparse.Namespace) -> Sweep:
     })
 
 
+def check_ray_args(args: argparse.Namespace) -> None:
+    """The numeric Ray flags shared by the sweep and the search."""
+    if args.max_failures < 0:
+        raise SweepError("--max-failures must be >= 0")
+    for flag in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SweepError("--max-concurrent must be >= 1")
+
+
 def check_inputs(cells: list[Cell]) -> None:
     """Load each task and find each model once on the driver: missing or malformed data or an
     unavailable model stops everything before Ray or MLflow start."""
@@ -249,14 +261,7 @@ def run(args: argparse.Namespace) -> int:
             print(cell.name)
         print(f"{len(cells)} cells in sweep {sweep.name!r} ({sweep.source})")
         return 0
-    if args.max_failures < 0:
-        raise SweepError("--max-failures must be >= 0")
-    for flag in ("gpus_per_trial", "cpus_per_trial"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SweepError("--max-concurrent must be >= 1")
+    check_ray_args(args)
     check_inputs(cells)
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)

@@ -80,6 +80,13 @@ def _dir_identity(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _unreachable(name: str) -> ModelError:
+    return ModelError(
+        f"model {name!r} is neither a local directory nor in the Hugging Face cache, and the "
+        "hub is unreachable (offline?): pass a local path, or --model minilm for the packaged "
+        "encoder")
+
+
 def load_encoder(name: str, pooling: str = "auto", seed: int = 0) -> Encoder:
     """Load the encoder ``name`` and its tokenizer.
 
@@ -121,11 +128,7 @@ def load_encoder(name: str, pooling: str = "auto", seed: int = 0) -> Encoder:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
         if not hub_reachable():
-            raise ModelError(
-                f"model {name!r} is neither a local directory nor in the Hugging Face cache, "
-                "and the hub is unreachable (offline?): pass a local path, or --model minilm "
-                "for the packaged encoder"
-            ) from None
+            raise _unreachable(name) from None
         try:
             model = AutoModel.from_pretrained(source)
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -155,11 +158,7 @@ def check_model(name: str) -> None:
         AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         if not hub_reachable():
-            raise ModelError(
-                f"model {name!r} is neither a local directory nor in the Hugging Face cache, "
-                "and the hub is unreachable (offline?): pass a local path, or --model minilm "
-                "for the packaged encoder"
-            ) from None
+            raise _unreachable(name) from None
 
 
 def pool(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
