@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking import CellRun, SweepTracker
 
 
 def spec(trial: Any) -> dict[str, Any]:
@@ -38,6 +38,13 @@ class MlflowCellCallback(Callback):
                 "ray_trial_id": trial.trial_id}
         self.tracker.attach(cell_of(trial), int(cell["epochs"]), tags, cfg["params"])
 
+    def _state(self, trial: Any) -> tuple[str, CellRun]:
+        """The trial's cell name and run state, attaching the run on first sight."""
+        cell = cell_of(trial)
+        if cell not in self.tracker.cells:
+            self._attach(trial)
+        return cell, self.tracker.cells[cell]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._attach(trial)
 
@@ -46,22 +53,17 @@ class MlflowCellCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        cell = cell_of(trial)
-        if cell not in self.tracker.cells:
-            self._attach(trial)
-        if "hardware" in result and not self.tracker.cells[cell].finals.get("_hw_tagged"):
+        cell, state = self._state(trial)
+        if "hardware" in result and not state.hardware_tagged:
             self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
-            self.tracker.cells[cell].finals["_hw_tagged"] = 1.0
+            state.hardware_tagged = True
         if result.get("failure_reason"):
-            self.tracker.cells[cell].failure = str(result["failure_reason"])
+            state.failure = str(result["failure_reason"])
         elif "epoch" in result and not math.isnan(float(result.get("epoch", math.nan))):
             self.tracker.log_epoch(cell, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        cell = cell_of(trial)
-        if cell not in self.tracker.cells:
-            self._attach(trial)
-        state = self.tracker.cells[cell]
+        cell, state = self._state(trial)
         if state.failure is None and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as folder:
                 artifacts = Path(folder) / "artifacts"
@@ -76,11 +78,8 @@ class MlflowCellCallback(Callback):
         self.outcomes[cell] = self.tracker.finish(cell, state.failure)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        cell = cell_of(trial)
-        if cell not in self.tracker.cells:
-            self._attach(trial)
-        reason = _error_line(trial)
-        self.outcomes[cell] = self.tracker.finish(cell, reason)
+        cell, _ = self._state(trial)
+        self.outcomes[cell] = self.tracker.finish(cell, _error_line(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.tracker.queue.pending:

@@ -120,6 +120,7 @@ class CellRun:
     status: str | None = None
     logged_steps: set[int] = field(default_factory=set)
     params_logged: bool = False
+    hardware_tagged: bool = False
     failure: str | None = None
     finals: dict[str, float] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
