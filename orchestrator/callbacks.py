@@ -26,8 +26,11 @@ def cell_of(trial: Any) -> str:
 class MlflowCellCallback(Callback):
     """Turns Tune events into MLflow writes through one :class:`SweepTracker` (see tracking.py)."""
 
-    def __init__(self, tracker: SweepTracker) -> None:
+    def __init__(self, tracker: SweepTracker, skip: frozenset[str] = frozenset()) -> None:
+        """``skip``: cells already FINISHED in MLflow that a resumed Tune run may restart
+        (see :func:`orchestrator.trainable.cell_trainable`); their runs are left alone."""
         self.tracker = tracker
+        self.skip = skip
         self.outcomes: dict[str, str] = {}
 
     def _attach(self, trial: Any) -> None:
@@ -46,13 +49,17 @@ class MlflowCellCallback(Callback):
         return cell, self.tracker.cells[cell]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._attach(trial)
+        if cell_of(trial) not in self.skip:
+            self._attach(trial)
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._attach(trial)
+        if cell_of(trial) not in self.skip:
+            self._attach(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if cell_of(trial) in self.skip:
+            return
         cell, state = self._state(trial)
         if "hardware" in result and not state.hardware_tagged:
             self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
@@ -63,6 +70,9 @@ class MlflowCellCallback(Callback):
             self.tracker.log_epoch(cell, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if cell_of(trial) in self.skip:
+            self.outcomes[cell_of(trial)] = "FINISHED"
+            return
         cell, state = self._state(trial)
         if state.failure is None and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as folder:
@@ -78,6 +88,8 @@ class MlflowCellCallback(Callback):
         self.outcomes[cell] = self.tracker.finish(cell, state.failure)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if cell_of(trial) in self.skip:
+            return
         cell, _ = self._state(trial)
         self.outcomes[cell] = self.tracker.finish(cell, _error_line(trial))
 
@@ -102,9 +114,11 @@ def _error_line(trial: Any) -> str:
 class ProgressCallback(Callback):
     """Live progress: one line per epoch result and a status line every ``every`` seconds."""
 
-    def __init__(self, sweep: str, total: int, every: float = 15.0) -> None:
+    def __init__(self, sweep: str, total: int, every: float = 15.0,
+                 skip: frozenset[str] = frozenset()) -> None:
         self.sweep = sweep
         self.total = total
+        self.skip = skip
         self.every = every
         self.start = time.monotonic()
         self.last = 0.0
@@ -124,6 +138,10 @@ class ProgressCallback(Callback):
                 f"elapsed {_clock(elapsed)}{eta}")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if cell_of(trial) in self.skip:
+            print(f"  {cell_of(trial)}: already FINISHED in MLflow, not trained again",
+                  flush=True)
+            return
         self.running.add(cell_of(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
@@ -140,6 +158,8 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cell = cell_of(trial)
+        if cell in self.skip:
+            return
         self.running.discard(cell)
         failed = trial.last_result.get("failure_reason") if trial.last_result else None
         (self.failed if failed else self.done).add(cell)

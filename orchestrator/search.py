@@ -507,7 +507,7 @@ class Choices:
 
 
 def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group: Group,
-                 tracker: SweepTracker, storage: Path, resources: dict[str, float]
+                 tracker: SweepTracker, storage: str, resources: dict[str, float]
                  ) -> dict[str, Any]:
     """Run one group's Tune search; return its chosen.json entry."""
     from ray import tune
@@ -553,7 +553,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-search-{group.key.replace('/', '_')}",
-            storage_path=str(storage), verbose=0, callbacks=[callback, progress],
+            storage_path=storage, verbose=0, callbacks=[callback, progress],
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
@@ -698,7 +698,7 @@ def close_parent(tracker: SweepTracker, parent: str, best: TrialRecord | None,
 
 
 def run_search(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups: list[Group],
-               choices: Choices, tracking_uri: str, storage: Path) -> int:
+               choices: Choices, tracking_uri: str, storage: str) -> int:
     todo = [g for g in groups if args.redo_search or g.key not in choices.groups]
     kept = len(groups) - len(todo)
     print(f"[{sweep.name}] search: {len(groups)} groups x {plan.num_samples} trials; {kept} "
@@ -792,7 +792,7 @@ def check_final_runs(tracker: SweepTracker, cells: list[Cell]) -> None:
 
 
 def run_final(args: argparse.Namespace, sweep: Sweep, groups: list[Group], choices: Choices,
-              tracking_uri: str, storage: Path) -> int:
+              tracking_uri: str, storage: str) -> int:
     cells = final_cells(sweep, groups, choices)
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
                            base_tags={"sweep": sweep.name, "git_commit": git_commit()})
@@ -904,8 +904,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
-    storage = Path(args.storage_path or "ray_results").expanduser()
-    storage = storage if "://" in str(storage) else storage.resolve()
+    storage = sweep_cli.resolve_storage(args.storage_path)
     sweep_cli.check_storage(storage)
     if args.phase == "final":
         final_cells(sweep, groups, choices)  # fail before Ray starts if a choice is missing

@@ -158,9 +158,21 @@ def check_inputs(cells: list[Cell]) -> None:
         load_cell_data(c)
 
 
-def check_storage(path: Path) -> None:
-    if "://" in str(path):
+def resolve_storage(value: str | None) -> str:
+    """The Tune storage location: a URI (``s3://...``, kept verbatim) or an absolute path.
+
+    A string, not a ``Path``: ``Path("s3://bucket/x")`` collapses the ``//`` of a URI.
+    """
+    value = value or "ray_results"
+    if "://" in value:
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
+
+
+def check_storage(location: str) -> None:
+    if "://" in location:
         return
+    path = Path(location)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-probe"
@@ -265,8 +277,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(cells)
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
-    storage = Path(args.storage_path or "ray_results").expanduser()
-    storage = storage if "://" in str(storage) else storage.resolve()
+    storage = resolve_storage(args.storage_path)
     check_storage(storage)
     if args.address:
         check_address(args.address)
@@ -288,23 +299,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: SweepTracker,
-            storage: Path, resources: dict[str, float]) -> dict[str, str]:
+            storage: str, resources: dict[str, float]) -> dict[str, str]:
     from ray import tune
 
     from orchestrator.callbacks import MlflowCellCallback, ProgressCallback
-    from orchestrator.trainable import run_cell_trial
+    from orchestrator.retention import CheckpointRetention, keep_latest
+    from orchestrator.trainable import cell_trainable
 
     warm_caches(todo, resources)
-    trainable = tune.with_resources(run_cell_trial, {"cpu": resources["cpu"],
-                                                      "gpu": resources["gpu"]})
-    mlflow_cb = MlflowCellCallback(tracker)
-    progress = ProgressCallback(sweep.name, len(todo))
-    experiment_path = str(storage / sweep.name)
-    if args.resume and tune.Tuner.can_restore(experiment_path):
+    experiment_path = f"{storage}/{sweep.name}"
+    resume = bool(args.resume and tune.Tuner.can_restore(experiment_path))
+    # A resumed Tune run restarts trials its last saved state had not seen end; the cells
+    # among them that MLflow has FINISHED since are skipped, not retrained.
+    todo_names = {c.name for c in todo}
+    skip = frozenset(c for c in tracker.finished_cells() if c not in todo_names) if resume \
+        else frozenset()
+    trainable = tune.with_resources(cell_trainable(skip), {"cpu": resources["cpu"],
+                                                           "gpu": resources["gpu"]})
+    mlflow_cb = MlflowCellCallback(tracker, skip=skip)
+    progress = ProgressCallback(sweep.name, len(todo), skip=skip)
+    # Old checkpoints are deleted by CheckpointRetention, not by Tune's num_to_keep, whose
+    # deletions can run ahead of the saved experiment state and break --resume (retention.py).
+    retention = CheckpointRetention(experiment_path)
+    callbacks = [mlflow_cb, progress, retention]
+    if resume:
         print(f"[{sweep.name}] resuming Tune state from {experiment_path}", flush=True)
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
         # Tune restores the callbacks it pickled into tuner.pkl; use this process's live ones.
-        tuner._local_tuner.get_run_config().callbacks = [mlflow_cb, progress]  # noqa: SLF001
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
     else:
         space = {"trial": tune.grid_search([
             {"cell": c.config.to_dict(), "name": c.name, "arm": c.arm,
@@ -317,12 +339,13 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
                                         trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
-                name=sweep.name, storage_path=str(storage), verbose=0,
-                callbacks=[mlflow_cb, progress],
+                name=sweep.name, storage_path=storage, verbose=0,
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )
-    tuner.fit()
+    results = tuner.fit()
+    keep_latest(results)
     return mlflow_cb.outcomes
 
 

@@ -74,6 +74,27 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def cell_trainable(finished: frozenset[str] = frozenset()) -> Any:
+    """The function Tune runs: :func:`run_cell_trial`, except for cells in ``finished``.
+
+    On ``--resume`` Tune restarts every trial that its saved experiment state (written every
+    few seconds) had not yet seen end, including cells that finished in MLflow after that last
+    save. Those are returned from at once instead of being trained again.
+
+    Args:
+        finished: names of cells whose MLflow run is FINISHED.
+    """
+
+    def trial(trial_config: dict[str, Any]) -> None:
+        if trial_config["trial"]["name"] in finished:
+            return
+        run_cell_trial(trial_config)
+
+    # Tune's saved trials name their trainable; keep the name the sweep started with.
+    trial.__name__ = trial.__qualname__ = run_cell_trial.__name__
+    return trial
+
+
 def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> dict[str, bool]:
     """Ray task body: fill the feature/token cache for one cache group."""
     import torch

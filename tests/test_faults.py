@@ -6,6 +6,7 @@ epoch exactly once.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -36,9 +37,10 @@ from trainers.loop import train_cell
 class LiveSweep:
     """``python -m orchestrator.sweep`` in its own process group, its output read live."""
 
-    def __init__(self, args: list[str], cwd: Path, cache_dir: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, cache_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.tag = uuid.uuid4().hex
-        env = {**sweep_env(cache_dir), "BATCHMIXUP_TEST_TAG": self.tag}
+        env = {**sweep_env(cache_dir), **(env or {}), "BATCHMIXUP_TEST_TAG": self.tag}
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
                                      cwd=cwd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True,
@@ -139,20 +141,39 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path, data_di
                                                            rel=1e-6)
 
 
+def saved_progress(experiment: Path) -> dict[str, int]:
+    """cell -> training iteration in the newest experiment state Tune saved on storage."""
+    progress = {}
+    for state in sorted(experiment.glob("experiment_state-*.json"))[-1:]:
+        try:
+            entries = json.loads(state.read_text())["trial_data"]
+        except ValueError:  # being rewritten
+            return {}
+        for _, metadata in entries:
+            last = json.loads(metadata).get("last_result") or {}
+            if "config" in last and not last.get("done"):
+                progress[last["config"]["trial"]["name"]] = last["training_iteration"]
+    return progress
+
+
 def test_killed_driver_then_resume_finishes_only_what_is_missing(tmp_path, data_dir, cache_dir):
-    epochs = 24
+    epochs = 40
+    interrupted = "banking77/0.01/nonlinear_mixup/0"
+    # batches of 8 and 40 epochs make a cell last seconds, not a fraction of one
     args = base_args(data_dir, tmp_path, "--seeds", "0", "--set", f"epochs={epochs}",
-                     "--max-concurrent", "1")
-    sweep = LiveSweep(args, tmp_path, cache_dir)
+                     "--set", "batch_size=8", "--max-concurrent", "1")
+    sweep = LiveSweep(args, tmp_path, cache_dir, env={"TUNE_GLOBAL_CHECKPOINT_S": "0.5"})
     sweep.wait_for(r"2/4 cells ended")
-    # the third cell is mid-training and Tune has saved its state (every 5 s) meanwhile
-    sweep.wait_for(rf"nonlinear_mixup/0 epoch 16/{epochs}")
+    # kill once Tune's *saved* state holds a checkpoint of the third cell, mid-training
+    deadline = time.monotonic() + 120
+    while saved_progress(tmp_path / "ray" / "smoke").get(interrupted, 0) < 3:
+        assert time.monotonic() < deadline, "".join(sweep.lines)[-3000:]
+        time.sleep(0.05)
     sweep.kill_all()  # SIGKILL the driver and its local Ray
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = {r.info.run_name: r for r in cell_runs(uri, "smoke")}
     done_before = {n for n, r in before.items() if r.info.status == "FINISHED"}
     assert 2 <= len(done_before) < 4, {n: r.info.status for n, r in before.items()}
-    interrupted = "banking77/0.01/nonlinear_mixup/0"
     assert before[interrupted].info.status == "RUNNING"
 
     resumed = run_sweep([*args, "--resume"], tmp_path, cache_dir)
