@@ -48,6 +48,7 @@ from torch import Tensor
 from benchmarks._common import default_data_dir, hardware_line, median, pick_device, table
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer
+from trainers.precision import resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
 
 
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated labels to run (default all; none always runs)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="encoder forward precision (trainers.precision); every contender "
+                             "runs in the same one")
     parser.add_argument("--dynamic-padding", action="store_true",
                         help="use the loop's own per-batch dynamic padding")
     args = parser.parse_args(argv)
@@ -133,10 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(hardware_line(device))
+    print(f"precision: {args.precision} -> {resolve_precision(args.precision, device)}")
     base = CellConfig(task=args.task, model=args.model, mode="finetune", seed=args.seed,
                       max_length=args.max_length, batch_size=args.batch_size,
                       epochs=args.repeats + 1, alpha=args.alpha, device=device.type,
-                      data_dir=args.data_dir).validate()
+                      precision=args.precision, data_dir=args.data_dir).validate()
     t0 = time.perf_counter()
     prepared = prepare_cell(base, device)
     n_all = len(prepared.train_targets)

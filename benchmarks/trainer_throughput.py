@@ -58,6 +58,7 @@ from benchmarks._common import (
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer
 from trainers.model import CellModel
+from trainers.precision import resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
 
 
@@ -227,7 +228,8 @@ def run_hf(args: argparse.Namespace, prepared: PreparedCell, pristine: nn.Module
         logging_strategy="no", report_to=[], disable_tqdm=True,
         per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
         learning_rate=2e-5, weight_decay=0.01, max_grad_norm=1.0, seed=seed,
-        use_cpu=device.type == "cpu", bf16=device.type == "cuda",
+        use_cpu=device.type == "cpu",
+        bf16=resolve_precision(args.precision, device) == "bf16",
         remove_unused_columns=False, dataloader_num_workers=0, **extra)
     trainer = SameOrderTrainer(
         model=model, args=targs,
@@ -257,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
                              "CPU), vecpad (vectorised pad_batch, pinned on CUDA); '' = none")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="encoder forward precision (trainers.precision); every contender "
+                             "runs in the same one")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true",
@@ -277,10 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(hardware_line(device) + f", transformers {transformers.__version__}")
+    print(f"precision: {args.precision} -> {resolve_precision(args.precision, device)}")
     config = CellConfig(task=args.task, model=args.model, mode="finetune", seed=args.seed,
                         max_length=args.max_length, batch_size=args.batch_size,
                         epochs=args.epochs * (args.repeats + 1), device=device.type,
-                        data_dir=args.data_dir).validate()
+                        precision=args.precision, data_dir=args.data_dir).validate()
     full = prepare_cell(config, device)
     n_all = len(full.train_targets)
     subset = torch.randperm(n_all, generator=torch.Generator().manual_seed(args.seed))

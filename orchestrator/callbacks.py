@@ -78,13 +78,14 @@ class MlflowCellCallback(Callback):
             with trial.checkpoint.as_directory() as folder:
                 artifacts = Path(folder) / "artifacts"
                 if artifacts.is_dir():
-                    # copy out: the checkpoint folder may be temporary
+                    # copy out: the checkpoint folder may be temporary, and the upload is
+                    # queued; the copy is removed once it is uploaded
                     import shutil
                     import tempfile
 
                     keep = Path(tempfile.mkdtemp(prefix="batchmixup-artifacts-"))
                     shutil.copytree(artifacts, keep, dirs_exist_ok=True)
-                    self.tracker.log_artifacts(cell, keep)
+                    self.tracker.log_artifacts(cell, keep, remove_after=True)
         self.outcomes[cell] = self.tracker.finish(cell, state.failure)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

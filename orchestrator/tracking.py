@@ -26,6 +26,7 @@ Guarantees and how they are kept:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -311,10 +312,19 @@ class SweepTracker:
         self.queue.put(f"{cell}: tag {key}",
                        lambda: self.client.set_tag(self.cells[cell].run_id, key, value))
 
-    def log_artifacts(self, cell: str, folder: Path) -> None:
-        if folder.is_dir() and any(folder.iterdir()):
-            self.queue.put(f"{cell}: artifacts", lambda: self.client.log_artifacts(
-                self.cells[cell].run_id, str(folder)))
+    def log_artifacts(self, cell: str, folder: Path, remove_after: bool = False) -> None:
+        """Queue an upload of ``folder``; ``remove_after`` deletes it once uploaded."""
+        if not (folder.is_dir() and any(folder.iterdir())):
+            if remove_after:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+
+        def upload() -> None:
+            self.client.log_artifacts(self.cells[cell].run_id, str(folder))
+            if remove_after:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        self.queue.put(f"{cell}: artifacts", upload)
 
     def finish(self, cell: str, failure: str | None = None) -> str:
         """Terminate the run: FINISHED only with every epoch logged, else FAILED with a reason."""

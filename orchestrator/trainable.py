@@ -57,7 +57,7 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
-        hardware = hardware_name(pick_device(config.device))
+        hardware = hardware_name(pick_device(config.device), config.precision)
         reporter.extra["hardware"] = hardware
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",

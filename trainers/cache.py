@@ -90,17 +90,20 @@ def encode_rows(
     pooling: str,
     device: torch.device,
     batch_size: int,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Pooled encoder outputs for tokenized rows, in their original order (float32, CPU).
 
     Rows are processed in order of length so that dynamic padding wastes little compute.
+    ``precision`` is the forward pass's (:mod:`trainers.precision`); the result is float32.
     """
     from trainers.model import pool
+    from trainers.precision import autocast as precision_autocast
 
     model.eval().to(device)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     out = torch.empty((len(rows), model.config.hidden_size), dtype=torch.float32)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = precision_autocast(device, precision)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([rows[i] for i in idx], pad_id).items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import ConfigError
+from trainers.precision import PRECISIONS
 from trainers.strategies import LOSSES, STRATEGIES
 
 TASKS = ("rte", "banking77", "fewrel", "custom", "toy2d")
@@ -81,6 +82,9 @@ class CellConfig:
         data_dir, train_file, test_file: data sources (see :mod:`trainers.data`).
         cache_dir: where frozen features and tokenized data are cached.
         device: auto (CUDA when available), cpu or cuda.
+        precision: encoder forward passes (feature extraction, fine-tuning) in ``fp32`` or
+            ``bf16`` autocast; ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32
+            (see :mod:`trainers.precision`).
         dropout: dropout on the representation before mixing/classification.
         eval_batch_size: batch size for evaluation and feature extraction.
         checkpoint_every: write a checkpoint every k epochs (and after the last); metrics
@@ -118,6 +122,7 @@ class CellConfig:
     eval_batch_size: int = 128
     checkpoint_every: int = 1
     device: str = "auto"
+    precision: str = "auto"
     data_dir: str | None = None
     train_file: str | None = None
     test_file: str | None = None
@@ -153,6 +158,7 @@ class CellConfig:
         _choice("loss", self.loss, (*LOSSES, "auto"))
         _choice("eval_split", self.eval_split, EVAL_SPLITS)
         _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not _finite(self.ratio) or not 0 < self.ratio <= 1:

@@ -39,6 +39,7 @@ from trainers.cache import pad_batch
 from trainers.config import CellConfig
 from trainers.errors import CellError, TrainingDiverged
 from trainers.model import CellModel
+from trainers.precision import autocast, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
 from trainers.strategies import make_mixed_batch, mixed_loss
 
@@ -81,11 +82,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def hardware_name(device: torch.device) -> str:
-    """GPU name, or ``cpu: <N> threads (<machine>)``."""
+def hardware_name(device: torch.device, precision: str | None = None) -> str:
+    """GPU name, or ``cpu: <N> threads (<machine>)``; then ``, bf16`` or ``, fp32`` if given."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu: {torch.get_num_threads()} threads ({platform.machine()})"
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu: {torch.get_num_threads()} threads ({platform.machine()})"
+    return f"{name}, {resolve_precision(precision, device)}" if precision else name
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -154,8 +157,9 @@ class CellTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(int(config.warmup_ratio * total), total))
         self.history: list[dict[str, float]] = []
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                       enabled=device.type == "cuda")
+        # bf16 autocast per ``precision``; on CPU only around an encoder (trainers.precision)
+        self.autocast = autocast(device, config.precision,
+                                 enabled=device.type == "cuda" or encoder is not None)
         if isinstance(prepared.train_inputs, Tensor):  # frozen/toy: keep features on device
             self.data.train_inputs = prepared.train_inputs.to(device)
             self.data.eval_inputs = prepared.eval_inputs.to(device)
@@ -370,7 +374,7 @@ def train_cell(
         if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
             trainer.load(Path(resume_from))
             log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
-        result = CellResult(config, hardware=hardware_name(device),
+        result = CellResult(config, hardware=hardware_name(device, config.precision),
                             cache_hits=prepared.cache_hits)
         if checkpoint_dir is None:
             with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:

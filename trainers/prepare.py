@@ -1,9 +1,9 @@
 """Turn a cell's config into tensors ready to train on: data, subset, encoder inputs.
 
 ``frozen`` mode: pooled encoder features of the whole task, cached on disk once per
-(model, task data, max length, pooling) and indexed by the cell's subset; the encoder is loaded
-only on a cache miss. ``finetune`` mode: token ids cached once per (model, task data,
-max length); the encoder is loaded for training.
+(model, task data, max length, pooling, precision) and indexed by the cell's subset; the
+encoder is loaded only on a cache miss. ``finetune`` mode: token ids cached once per
+(model, task data, max length); the encoder is loaded for training.
 
 The training subset is :func:`trainers.data.subsample_indices` (uniform, seeded by the cell seed,
 identical for every strategy). With ``eval_split == "val"`` a validation split is carved from
@@ -23,6 +23,7 @@ from trainers.cache import cache_key, cached, encode_rows, rows_of, tokenize
 from trainers.config import CellConfig
 from trainers.data import TaskData, load_task, subsample_indices, validation_split
 from trainers.model import Encoder, _default_pooling, _dir_identity, load_encoder, minilm_path
+from trainers.precision import resolve_precision
 
 
 @dataclass
@@ -93,8 +94,9 @@ def frozen_features(
         known = (encoder.identity, encoder.pooling)
     identity, pooling = known
     siamese = data.is_pair and config.pair_encoding == "siamese"
+    precision = resolve_precision(config.precision, device)
     key = cache_key("features", identity, data.fingerprint(), config.max_length, pooling,
-                    "siamese" if siamese else "joint")
+                    "siamese" if siamese else "joint", precision)
     path = config.resolved_cache_dir() / "features" / f"{data.name}-{key}.pt"
 
     def compute() -> dict[str, torch.Tensor]:
@@ -103,7 +105,7 @@ def frozen_features(
         def embed(texts: list[str], pairs: list[str] | None) -> torch.Tensor:
             tokens = tokenize(enc.tokenizer, texts, pairs, config.max_length)
             return encode_rows(enc.model, rows_of(tokens), enc.tokenizer.pad_token_id,
-                               pooling, device, config.eval_batch_size)
+                               pooling, device, config.eval_batch_size, precision)
 
         out = {}
         for split, examples in (("train", data.train), ("test", data.test)):
@@ -204,4 +206,4 @@ def cache_group(config: CellConfig) -> tuple:
     """Cells with equal groups share one cache entry (see :func:`warm_cache`)."""
     return (config.task, config.data_dir, config.train_file, config.test_file,
             config.none_relations, config.model, config.mode, config.max_length, config.pooling,
-            config.pair_encoding, config.resolved_cache_dir())
+            config.pair_encoding, config.precision, config.resolved_cache_dir())
