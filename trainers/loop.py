@@ -165,6 +165,7 @@ class CellTrainer:
             self.data.eval_inputs = prepared.eval_inputs.to(device)
         self.train_targets = prepared.train_targets.to(device)
         self.eval_targets = prepared.eval_targets.to(device)
+        self.eval_order = eval_order(prepared.eval_inputs)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -287,19 +288,26 @@ class CellTrainer:
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Accuracy and macro-F1 on the evaluation split (one host copy at the end)."""
+    def predict(self) -> Tensor:
+        """Predicted class of every evaluation example, in the split's order (on the device).
+
+        Token inputs are run in order of length (:func:`eval_order`), so each batch is padded
+        to little more than its own rows; predictions go back to their places.
+        """
         self.model.eval()
-        preds = []
-        n = len(self.eval_targets)
+        pred = torch.empty_like(self.eval_targets)
         size = self.config.eval_batch_size
-        for start in range(0, n, size):
-            idx = torch.arange(start, min(n, start + size))
+        for start in range(0, len(self.eval_order), size):
+            idx = self.eval_order[start : start + size]
             with self.autocast:
                 scores = self.model.scores(self.model.represent(self.inputs(self.data.eval_inputs,
                                                                             idx)))
-            preds.append(scores.argmax(dim=-1))
-        pred = torch.cat(preds)
+            pred[idx.to(self.device)] = scores.argmax(dim=-1)
+        return pred
+
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy and macro-F1 on the evaluation split (one host copy at the end)."""
+        pred = self.predict()
         prefix = "val_" if self.config.eval_split == "val" else ""
         return {f"{prefix}accuracy": float((pred == self.eval_targets).float().mean()),
                 f"{prefix}macro_f1": macro_f1(pred, self.eval_targets, len(self.data.labels))}
@@ -322,6 +330,14 @@ class CellTrainer:
             if reporter is not None:
                 reporter.report(dict(metrics), checkpoint_dir if saved else None)
         return self.history
+
+
+def eval_order(inputs: Any) -> Tensor:
+    """Evaluation order: by token length for tokenized rows (stable), else as stored."""
+    if isinstance(inputs, Tensor):
+        return torch.arange(len(inputs))
+    lengths = torch.tensor([len(row["input_ids"]) for row in inputs], dtype=torch.long)
+    return torch.sort(lengths, stable=True).indices
 
 
 def macro_f1(pred: Tensor, gold: Tensor, num_classes: int) -> float:
