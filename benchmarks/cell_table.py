@@ -63,11 +63,14 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--mlp-hidden", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="encoder precision (frozen: of the cached features)")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"task={args.task} mode={args.mode} model={args.model} epochs={args.epochs} "
-          f"head_lr={args.head_lr} mlp_hidden={args.mlp_hidden} seeds={seeds}; torch threads "
+          f"head_lr={args.head_lr} mlp_hidden={args.mlp_hidden} precision={args.precision} "
+          f"seeds={seeds}; torch threads "
           f"{torch.get_num_threads()}")
     print("| strategy | loss | clean CE | ratio | accuracy % | epoch s | mean ‖v‖ | mean ‖w‖ |")
     print("|---|---|---|---|---|---|---|---|")
@@ -77,7 +80,7 @@ def main() -> None:
                                    mode=args.mode, model=args.model, epochs=args.epochs,
                                    max_length=args.max_length, head_lr=args.head_lr,
                                    mlp_hidden=args.mlp_hidden, data_dir=args.data_dir,
-                                   **extra)) for seed in seeds]
+                                   precision=args.precision, **extra)) for seed in seeds]
             config = CellConfig(strategy=strategy, **extra)
             acc = [r["accuracy"] * 100 for r in rows]
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0

@@ -13,6 +13,24 @@ from ray.tune import Callback
 
 from orchestrator.tracking import CellRun, SweepTracker
 
+_SCRATCH: list[Path] = []
+
+
+def artifact_scratch() -> Path:
+    """This driver's folder for artifact copies waiting in the upload queue.
+
+    Removed when the process exits, so copies whose upload never happened (the store stayed
+    down past ``--flush-timeout``) do not pile up in the temp directory.
+    """
+    if not _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="batchmixup-artifacts-")))
+        atexit.register(shutil.rmtree, _SCRATCH[0], ignore_errors=True)
+    return _SCRATCH[0]
+
 
 def spec(trial: Any) -> dict[str, Any]:
     """The sweep's description of a trial: cell config, name, arm, params."""
@@ -79,11 +97,11 @@ class MlflowCellCallback(Callback):
                 artifacts = Path(folder) / "artifacts"
                 if artifacts.is_dir():
                     # copy out: the checkpoint folder may be temporary, and the upload is
-                    # queued; the copy is removed once it is uploaded
+                    # queued; the copy is removed once uploaded, or when the driver exits
                     import shutil
                     import tempfile
 
-                    keep = Path(tempfile.mkdtemp(prefix="batchmixup-artifacts-"))
+                    keep = Path(tempfile.mkdtemp(prefix="cell-", dir=artifact_scratch()))
                     shutil.copytree(artifacts, keep, dirs_exist_ok=True)
                     self.tracker.log_artifacts(cell, keep, remove_after=True)
         self.outcomes[cell] = self.tracker.finish(cell, state.failure)

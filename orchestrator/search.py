@@ -79,7 +79,7 @@ TEST_METRICS = ("accuracy", "macro_f1")
 """Metrics computed on the test split; a search trial must never report them."""
 METRIC = "val_accuracy"
 FIXED = {"task", "ratio", "strategy", "seed", "eval_split", "val_fraction", "epochs",
-         "data_dir", "train_file", "test_file", "cache_dir", "device"}
+         "data_dir", "train_file", "test_file", "cache_dir", "device", "precision"}
 """Settings a search space may not vary (the cell identity, the split, the budget, paths)."""
 SEARCH_DEFAULTS: dict[str, Any] = {
     "num_samples": 16, "seed": 0, "sampler_seed": 0, "startup_trials": 5,

@@ -240,14 +240,15 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
         start = time.monotonic()
         print(f"[cache] preparing {label} ...", flush=True)
         try:
-            hits = ray.get(task.remote(c.to_dict(), threads))
+            hits, precision = ray.get(task.remote(c.to_dict(), threads))
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) else exc
             if isinstance(cause, CellError):
                 raise cause from None
             raise
         state = "cache hit" if all(hits.values()) else "computed"
-        print(f"[cache] {label}: {state} in {time.monotonic() - start:.1f}s", flush=True)
+        print(f"[cache] {label}: {state} in {time.monotonic() - start:.1f}s ({precision})",
+              flush=True)
 
 
 def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, float]:

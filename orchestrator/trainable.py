@@ -95,11 +95,18 @@ def cell_trainable(finished: frozenset[str] = frozenset()) -> Any:
     return trial
 
 
-def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> dict[str, bool]:
-    """Ray task body: fill the feature/token cache for one cache group."""
+def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> tuple[dict[str, bool], str]:
+    """Ray task body: fill the feature/token cache for one cache group.
+
+    Returns the cache hits and the precision ``auto`` resolved to on the node that ran it
+    (a trial on a node that resolves differently computes its own entry).
+    """
     import torch
 
+    from trainers.loop import pick_device
+    from trainers.precision import resolve_precision
     from trainers.prepare import warm_cache
 
     torch.set_num_threads(max(1, threads))
-    return warm_cache(CellConfig.from_dict(cell))
+    config = CellConfig.from_dict(cell)
+    return warm_cache(config), resolve_precision(config.precision, pick_device(config.device))

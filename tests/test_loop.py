@@ -90,6 +90,39 @@ def test_resume_refuses_another_cells_checkpoint(data_dir, cache_dir, tmp_path):
         train_cell(other, resume_from=tmp_path, log=quiet)
 
 
+def test_resume_accepts_older_checkpoints_and_compares_resolved_precision(
+        data_dir, cache_dir, tmp_path):
+    import torch
+
+    from trainers.errors import CellError
+    from trainers.loop import CHECKPOINT_FILE, CellTrainer
+    from trainers.precision import resolve_precision
+    from trainers.prepare import prepare_cell
+
+    config = cell(data_dir, cache_dir, task="banking77", ratio=0.02, epochs=1, device="cpu")
+    train_cell(config, checkpoint_dir=tmp_path, log=quiet)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    saved = json.loads(state["config"])
+    del saved["precision"]  # a checkpoint written before the field existed
+    state["config"] = json.dumps(saved)
+    torch.save(state, tmp_path / CHECKPOINT_FILE)
+
+    cpu = torch.device("cpu")
+    prepared = prepare_cell(config, cpu)
+    trainer = CellTrainer(config, prepared, cpu)
+    trainer.load(tmp_path)  # missing field = its default, "auto"
+    assert len(trainer.history) == 1
+    resolved = resolve_precision("auto", cpu)
+    for precision in ("fp32", "bf16"):
+        other = CellConfig(**{**config.to_dict(), "precision": precision})
+        trainer = CellTrainer(other, prepared, cpu)  # same inputs: only load() is under test
+        if precision == resolved:  # the same run as "auto" on this machine
+            trainer.load(tmp_path)
+        else:
+            with pytest.raises(CellError, match="differs in precision"):
+                trainer.load(tmp_path)
+
+
 def test_frozen_features_are_cached_and_reused(data_dir, cache_dir):
     first = train_cell(cell(data_dir, cache_dir, task="rte", ratio=0.1, epochs=1), log=quiet)
     files = sorted((cache_dir / "features").glob("rte-*.pt"))

@@ -192,10 +192,15 @@ class CellTrainer:
         """Restore from ``directory/state.pt``; the config's cell must match."""
         state = torch.load(directory / CHECKPOINT_FILE, map_location=self.device,
                            weights_only=True)
-        saved = json.loads(state["config"])
+        # Fields a checkpoint predates take their defaults; precision is compared as resolved
+        # on this device (``auto`` and ``bf16`` are the same run on a bf16-native machine).
+        saved = {**CellConfig().to_dict(), **json.loads(state["config"])}
         mine = self.config.to_dict()
-        volatile = {"data_dir", "cache_dir", "device", "train_file", "test_file"}
-        diff = sorted(k for k in mine if k not in volatile and saved.get(k) != mine[k])
+        volatile = {"data_dir", "cache_dir", "device", "train_file", "test_file", "precision"}
+        diff = sorted(k for k in mine if k not in volatile and saved[k] != mine[k])
+        if (resolve_precision(saved["precision"], self.device)
+                != resolve_precision(mine["precision"], self.device)):
+            diff.append("precision")
         if diff:
             raise CellError(f"checkpoint in {directory} belongs to another cell (differs in "
                             f"{', '.join(diff)})")
