@@ -55,9 +55,11 @@ class SweepData:
 
     ``runs`` has one row per ``kind=cell`` run: ``run_id``, ``run_name``, ``status``,
     ``start_time`` (ms), the tags ``task``, ``ratio`` (float), ``ratio_tag`` (as logged),
-    ``strategy``, ``seed``, ``sweep``, ``phase`` (missing -> ``final``), ``hardware``,
-    ``git_commit``, ``ray_trial_id``, ``cell``, ``failure_reason``, one ``param.<name>`` column
-    per logged param, and one ``final.<metric>`` column (value at the last step) per metric in
+    ``strategy`` (the sweep's arm name, tag ``arm``; the strategy tag when there is none),
+    ``algorithm`` (tag ``strategy``: none, mixup, nonlinear_mixup or batchmixup), ``seed``,
+    ``sweep``, ``phase`` (missing -> ``final``), ``hardware``, ``git_commit``,
+    ``ray_trial_id``, ``cell``, ``failure_reason``, one ``param.<name>`` column per logged
+    param, and one ``final.<metric>`` column (value at the last step) per metric in
     :data:`HISTORY_METRICS`.
 
     ``history`` has one row per logged metric value: ``run_id``, ``key``, ``step``, ``value``.
@@ -195,7 +197,10 @@ def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
             "task": tags["task"],
             "ratio": ratio,
             "ratio_tag": tags["ratio"],
-            "strategy": tags["strategy"],
+            # A sweep may run one algorithm as several arms (e.g. mixup and mixup_shared):
+            # tables group by the arm; the algorithm itself is kept in ``algorithm``.
+            "strategy": tags.get("arm") or tags["strategy"],
+            "algorithm": tags["strategy"],
             "seed": tags["seed"],
         }
         for tag in INFO_TAGS:

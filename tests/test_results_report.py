@@ -441,3 +441,45 @@ def test_help_describes_options(capsys: pytest.CaptureFixture[str]) -> None:
         "MLFLOW_TRACKING_URI",
     ):
         assert option in text
+
+
+def test_arms_of_one_algorithm_are_separate_rows(tmp_path: Path) -> None:
+    """A sweep that runs mixup twice (faithful as ``mixup``, shared as ``mixup_shared``) and
+    batchmixup twice gets one Table 1 row per arm, each the mean of its own runs."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("arms", artifact_location=(tmp_path / "a").as_uri())
+    arms = {  # arm -> (algorithm, extra params, accuracy per seed, epoch seconds)
+        "none": ("none", {}, [0.40, 0.42], 1.0),
+        "mixup": ("mixup", {"mixup_variant": "faithful", "mix_samples": "15"}, [0.50, 0.52],
+                  15.0),
+        "mixup_shared": ("mixup", {"mixup_variant": "shared", "mix_samples": "15"},
+                         [0.30, 0.34], 1.1),
+        "batchmixup": ("batchmixup", {"loss": "soft_ce"}, [0.45, 0.47], 1.0),
+        "batchmixup_dot": ("batchmixup", {"loss": "dot"}, [0.20, 0.22], 1.0),
+    }
+    for arm, (algorithm, extra, accs, secs) in arms.items():
+        for seed, acc in enumerate(accs):
+            tags = _tags("banking77", "0.01", algorithm, str(seed), arm=arm,
+                         cell=f"banking77/0.01/{arm}/{seed}")
+            run = client.create_run(exp_id, run_name=f"banking77/0.01/{arm}/{seed}", tags=tags)
+            metrics = [Metric(k, v, 0, 1) for k, v in
+                       {"accuracy": acc, "epoch_seconds": secs,
+                        "examples_per_second": 100 / secs}.items()]
+            client.log_batch(run.info.run_id, metrics=metrics,
+                             params=_params(algorithm, **extra))
+            client.set_terminated(run.info.run_id, "FINISHED")
+    out = tmp_path / "report"
+    assert main(["--experiment", "arms", "--tracking-uri", uri, "--out", str(out),
+                 "--no-log"]) == 0
+    table = _table1(out)
+    for arm, (_, _, accs, _) in arms.items():
+        row = _row(table, "banking77", "0.01", arm)
+        assert row["n"] == 2
+        assert row["mean"] == pytest.approx(100 * statistics.mean(accs))
+    assert "finished runs; the latest one is used" not in (out / "report.md").read_text()
+    eff = pd.read_csv(out / "efficiency.csv", dtype={"mixup_variant": str, "mix_samples": str})
+    paper_ratio = dict(zip(eff["strategy"], eff["paper_ratio"], strict=True))
+    assert paper_ratio["mixup"] == pytest.approx(20 / 1.5)  # faithful, 15 samples: the claim
+    assert math.isnan(paper_ratio["mixup_shared"])  # one update per batch: not the claim
+    assert paper_ratio["batchmixup_dot"] == pytest.approx(1.0)
