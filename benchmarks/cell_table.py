@@ -20,6 +20,7 @@ import torch
 
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer, pick_device
+from trainers.precision import PRECISIONS
 from trainers.prepare import prepare_cell
 
 ARMS = [
@@ -63,7 +64,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--mlp-hidden", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="encoder precision (frozen: of the cached features)")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]

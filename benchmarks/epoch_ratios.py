@@ -48,7 +48,7 @@ from torch import Tensor
 from benchmarks._common import default_data_dir, hardware_line, median, pick_device, table
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer
-from trainers.precision import resolve_precision
+from trainers.precision import PRECISIONS, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated labels to run (default all; none always runs)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="encoder forward precision (trainers.precision); every contender "
                              "runs in the same one")
     parser.add_argument("--dynamic-padding", action="store_true",

@@ -58,7 +58,7 @@ from benchmarks._common import (
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer
 from trainers.model import CellModel
-from trainers.precision import resolve_precision
+from trainers.precision import PRECISIONS, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
 
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                              "CPU), vecpad (vectorised pad_batch, pinned on CUDA); '' = none")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="encoder forward precision (trainers.precision); every contender "
                              "runs in the same one")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -82,6 +82,11 @@ def rows_of(tokens: dict[str, list[list[int]]]) -> list[dict[str, list[int]]]:
     return [dict(zip(keys, values, strict=True)) for values in zip(*tokens.values(), strict=True)]
 
 
+def length_order(rows: list[dict[str, list[int]]]) -> list[int]:
+    """Indices of ``rows`` from shortest to longest (stable), so dynamic padding wastes little."""
+    return sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+
+
 @torch.no_grad()
 def encode_rows(
     model: torch.nn.Module,
@@ -101,7 +106,7 @@ def encode_rows(
     from trainers.precision import autocast as precision_autocast
 
     model.eval().to(device)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    order = length_order(rows)
     out = torch.empty((len(rows), model.config.hidden_size), dtype=torch.float32)
     autocast = precision_autocast(device, precision)
     for start in range(0, len(order), batch_size):

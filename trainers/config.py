@@ -83,7 +83,7 @@ class CellConfig:
         cache_dir: where frozen features and tokenized data are cached.
         device: auto (CUDA when available), cpu or cuda.
         precision: encoder forward passes (feature extraction, fine-tuning) in ``fp32`` or
-            ``bf16`` autocast; ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32
+            ``bf16`` autocast; ``auto`` is bf16 on GPUs and CPUs with native bf16, else fp32
             (see :mod:`trainers.precision`).
         dropout: dropout on the representation before mixing/classification.
         eval_batch_size: batch size for evaluation and feature extraction.

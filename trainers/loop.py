@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainers.cache import pad_batch
+from trainers.cache import length_order, pad_batch
 from trainers.config import CellConfig
 from trainers.errors import CellError, TrainingDiverged
 from trainers.model import CellModel
@@ -341,8 +341,7 @@ def eval_order(inputs: Any) -> Tensor:
     """Evaluation order: by token length for tokenized rows (stable), else as stored."""
     if isinstance(inputs, Tensor):
         return torch.arange(len(inputs))
-    lengths = torch.tensor([len(row["input_ids"]) for row in inputs], dtype=torch.long)
-    return torch.sort(lengths, stable=True).indices
+    return torch.tensor(length_order(inputs), dtype=torch.long)
 
 
 def macro_f1(pred: Tensor, gold: Tensor, num_classes: int) -> float:

@@ -65,7 +65,7 @@ HELP = {
     "eval_batch_size": "batch size of evaluation and feature extraction",
     "device": f"{', '.join(DEVICES)}",
     "precision": f"{', '.join(PRECISIONS)}: encoder forward passes in fp32 or bf16 autocast "
-                 "(auto: bf16 on CUDA and on CPUs with native bf16, else fp32)",
+                 "(auto: bf16 on GPUs and CPUs with native bf16, else fp32)",
     "data_dir": "folder laid out like shared/data (default: $BATCHMIXUP_DATA_DIR, else the "
                 "Hugging Face hub)",
     "train_file": "task custom: training CSV/JSONL (text[, text_pair], label)",
