@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                                    encoder=encoder)
         trainer = FixedLengthTrainer(config.validate(), mine, device, fixed)
         inputs, y = next(trainer.batches(0))  # untimed warm-up update
-        trainer.step(trainer.loss(inputs, y))
+        trainer.update(inputs, y)
         trainers[label] = trainer
     del prepared, pristine
 

@@ -1,0 +1,133 @@
+"""The hand-written frozen-head update (trainers.fused_head) against autograd, on real features."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tests.conftest import FAST
+from trainers.config import CellConfig
+from trainers.errors import CellError, TrainingDiverged
+from trainers.fused_head import HeadAdamW, clip_grad_norm_, supports
+from trainers.loop import CellTrainer, train_cell
+from trainers.prepare import prepare_cell
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def banking(data_dir, cache_dir):
+    """Real Banking77 MiniLM features (5 % of the training set) and a base config."""
+    config = CellConfig(**FAST, task="banking77", ratio=0.05, data_dir=str(data_dir),
+                        cache_dir=str(cache_dir), head_lr=3e-3, device="cpu")
+    return config, prepare_cell(config, CPU)
+
+
+def trainer_for(banking, fused: bool | None = None, **overrides) -> CellTrainer:
+    base, prepared = banking
+    config = dataclasses.replace(base, **overrides).validate()
+    return CellTrainer(config, dataclasses.replace(prepared), CPU, fused=fused)
+
+
+CASES = [
+    dict(strategy="none"),
+    dict(strategy="none", mlp_hidden=0, dropout=0.0),
+    dict(strategy="mixup"),
+    dict(strategy="mixup", clean_loss=False, alpha=0.3),
+    dict(strategy="mixup", mix_samples=4, mixup_variant="shared", alpha=2.0),
+    dict(strategy="mixup", mix_samples=15, mixup_variant="faithful", mlp_hidden=0),
+    dict(strategy="nonlinear_mixup"),
+    dict(strategy="nonlinear_mixup", mix_samples=3, mixup_variant="shared", clean_loss=False,
+         dropout=0.0, alpha=0.5),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_update_matches_autograd_loss_and_gradients(banking, case):
+    trainer = trainer_for(banking, **{"mlp_hidden": 64, **case})
+    trainer.model.train()
+    features, targets = next(trainer.batches(1))
+    params = trainer.optimizer.param_groups[0]["params"]
+
+    torch.manual_seed(11)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    reference = trainer.loss(features, targets)
+    reference.backward()
+    expected = [p.grad.clone() for p in params]
+
+    torch.manual_seed(11)  # the same dropout mask, coefficients and partners
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss = trainer.fused_loss(features, targets)
+    assert loss.requires_grad is False
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)
+    assert all(p.grad is not None for p in params)
+    for got, want in zip([p.grad for p in params], expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # A different draw gives a different loss: the draws are really used.
+    torch.manual_seed(12)
+    if case["strategy"] != "none" or case.get("dropout", 0.1) > 0:
+        assert not torch.allclose(trainer.fused_loss(features, targets), loss)
+
+
+@pytest.mark.parametrize("strategy", ["mixup", "nonlinear_mixup"])
+def test_fused_epochs_follow_the_autograd_trajectory(banking, strategy):
+    settings = dict(strategy=strategy, mix_samples=3, mixup_variant="faithful", mlp_hidden=64,
+                    epochs=2)
+    fused = trainer_for(banking, **settings)
+    plain = trainer_for(banking, fused=False, **settings)
+    assert fused.fused and not plain.fused  # frozen features on CPU: fused by default
+    for epoch in (1, 2):
+        a, b = fused.train_epoch(epoch), plain.train_epoch(epoch)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for (name, p), q in zip(fused.model.named_parameters(), plain.model.parameters(),
+                            strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5, msg=name)
+    assert fused.evaluate()["accuracy"] == pytest.approx(plain.evaluate()["accuracy"],
+                                                         abs=2 / len(plain.eval_targets))
+
+
+def test_head_adamw_and_clip_equal_torch_bit_for_bit():
+    torch.manual_seed(0)
+    shapes = [(16, 8), (16,), (5, 16)]
+    mine = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in mine]
+    opts = [torch.optim.AdamW([{"params": ps, "lr": 1e-2, "weight_decay": 0.1}], fused=True)
+            for ps in (mine, ref)]
+    fast = HeadAdamW(opts[0])
+    for step in range(5):
+        grads = [torch.randn(s) * (10 if step % 2 else 0.01) for s in shapes]
+        for p, q, g in zip(mine, ref, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        clip_grad_norm_([p.grad for p in mine], 1.0)
+        torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(mine, ref, strict=True))
+        opts[0].param_groups[0]["lr"] = opts[1].param_groups[0]["lr"] = 1e-2 / (step + 1)
+        fast.step()
+        opts[1].step()
+        assert all(torch.equal(p, q) for p, q in zip(mine, ref, strict=True)), step
+    assert torch.equal(opts[0].state[mine[0]]["exp_avg_sq"], opts[1].state[ref[0]]["exp_avg_sq"])
+    with pytest.raises(ValueError, match="one parameter group"):
+        HeadAdamW(torch.optim.AdamW([{"params": mine[:1]}, {"params": mine[1:]}], fused=True))
+
+
+def test_scope_other_cells_use_autograd(banking):
+    assert supports("mixup", "soft_ce", frozen=True)
+    assert supports("none", "ce", frozen=True)
+    assert not supports("batchmixup", "soft_ce", frozen=True)
+    assert not supports("mixup", "dot", frozen=True)
+    assert not supports("mixup", "soft_ce", frozen=False)
+    assert not trainer_for(banking, strategy="batchmixup").fused
+    assert not trainer_for(banking, strategy="nonlinear_mixup", loss="cosine").fused
+    with pytest.raises(CellError, match="fused head update covers"):
+        trainer_for(banking, strategy="batchmixup", fused=True)
+
+
+def test_non_finite_loss_in_the_fused_path_names_epoch_and_step(banking):
+    config, _ = banking
+    diverging = dataclasses.replace(config, strategy="mixup", head_lr=1e30, grad_clip=0.0,
+                                    epochs=3)
+    assert trainer_for(banking, strategy="mixup", head_lr=1e30, grad_clip=0.0).fused
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+, step \d+"):
+        train_cell(diverging, log=lambda _: None)
