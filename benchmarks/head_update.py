@@ -1,0 +1,82 @@
+"""Frozen-mode head updates: the fused update (trainers.fused_head) vs autograd, in one process.
+
+What it measures: ``CellTrainer.train_epoch``'s ``epoch_seconds`` for the cells of
+``search_spaces/cpu_table1.yaml`` (MiniLM frozen features, 256-wide MLP head, batch 32, one
+thread as the trainer uses for frozen cells), once with ``fused=False`` (autograd,
+``optimizer.step()``, ``clip_grad_norm_``) and once with the fused update, epochs interleaved
+(autograd, fused, autograd, fused, ...) so both see the same machine load. It prints seconds per
+optimizer update for each and their ratio, and checks that both ended with the same training
+loss (they make the same random draws, so they follow the same trajectory up to rounding).
+
+Run (a few minutes on a 2-core CPU)::
+
+    HF_HUB_OFFLINE=1 python -m benchmarks.head_update --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+
+from benchmarks._common import default_data_dir, hardware_line, median, table
+from trainers.config import CellConfig
+from trainers.loop import CellTrainer, updates_per_batch
+from trainers.prepare import prepare_cell
+
+ARMS = [
+    ("none", {}),
+    ("mixup faithful n=15", {"strategy": "mixup", "mix_samples": 15,
+                             "mixup_variant": "faithful"}),
+    ("nonlinear_mixup faithful n=15", {"strategy": "nonlinear_mixup", "mix_samples": 15,
+                                       "mixup_variant": "faithful"}),
+    ("mixup shared n=15", {"strategy": "mixup", "mix_samples": 15, "mixup_variant": "shared"}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="banking77")
+    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per path and arm")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--mlp-hidden", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as trainers.loop.train_cell does for frozen features
+    device = torch.device("cpu")
+    base = CellConfig(task=args.task, ratio=args.ratio, model="minilm", mode="frozen",
+                      max_length=args.max_length, mlp_hidden=args.mlp_hidden, batch_size=32,
+                      head_lr=1e-3, epochs=10, device="cpu",
+                      data_dir=args.data_dir or default_data_dir()).validate()
+    prepared = prepare_cell(base, device)
+    print(hardware_line(device))
+    print(f"task {args.task} ratio {args.ratio}: {len(prepared.train_targets)} training "
+          f"examples, features d={prepared.input_dim}, MLP {args.mlp_hidden}, batch 32; "
+          f"{args.epochs} interleaved epochs per path")
+    rows = []
+    for label, overrides in ARMS:
+        config = dataclasses.replace(base, **overrides).validate()
+        pair = {fused: CellTrainer(config, dataclasses.replace(prepared), device, fused=fused)
+                for fused in (False, True)}
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        losses: dict[bool, float] = {}
+        for epoch in range(1, args.epochs + 1):
+            for fused, trainer in pair.items():
+                metrics = trainer.train_epoch(epoch)
+                seconds[fused].append(metrics["epoch_seconds"])
+                losses[fused] = metrics["train_loss"]
+        updates = pair[True].batches_per_epoch * updates_per_batch(config)
+        autograd_ms = 1e3 * median(seconds[False]) / updates
+        fused_ms = 1e3 * median(seconds[True]) / updates
+        rows.append([label, f"{updates}", f"{autograd_ms:.3f}", f"{fused_ms:.3f}",
+                     f"{autograd_ms / fused_ms:.2f}x",
+                     f"{losses[False]:.4f} / {losses[True]:.4f}"])
+        print(f"  {label}: done", flush=True)
+    print(table(["arm", "updates/epoch", "autograd ms/update", "fused ms/update", "speed-up",
+                 f"train loss after epoch {args.epochs} (autograd / fused)"], rows))
+
+
+if __name__ == "__main__":
+    main()
