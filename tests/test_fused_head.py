@@ -131,3 +131,23 @@ def test_non_finite_loss_in_the_fused_path_names_epoch_and_step(banking):
     assert trainer_for(banking, strategy="mixup", head_lr=1e30, grad_clip=0.0).fused
     with pytest.raises(TrainingDiverged, match=r"epoch \d+, step \d+"):
         train_cell(diverging, log=lambda _: None)
+
+
+def test_fused_update_without_the_direct_kernel_steps_the_optimizer_identically(banking):
+    settings = dict(strategy="mixup", mix_samples=2, mixup_variant="faithful", mlp_hidden=32)
+    direct, through_step = trainer_for(banking, **settings), trainer_for(banking, **settings)
+    assert direct.head_adamw is not None
+    through_step.head_adamw = None  # what a torch without CPU fused AdamW kernels does
+    direct.train_epoch(1)
+    through_step.train_epoch(1)
+    for p, q in zip(direct.model.parameters(), through_step.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_an_unknown_head_layout_is_not_fused(banking):
+    from trainers.fused_head import head_layout_known
+
+    trainer = trainer_for(banking, strategy="mixup", mlp_hidden=16)
+    assert head_layout_known(trainer.model)
+    trainer.model.mlp[1] = torch.nn.ReLU()  # a head this module's backward does not describe
+    assert not head_layout_known(trainer.model)

@@ -44,6 +44,16 @@ from trainers.strategies import sample_beta
 FUSED_STRATEGIES = ("none", "mixup", "nonlinear_mixup")
 
 
+def head_layout_known(model: CellModel) -> bool:
+    """Whether ``model``'s head is the one whose backward is written here: an optional
+    ``Linear -> Tanh`` block, dropout, and a bias-free ``W`` (guards against a changed model)."""
+    mlp_ok = isinstance(model.mlp, torch.nn.Identity) or (
+        isinstance(model.mlp, torch.nn.Sequential) and len(model.mlp) == 2
+        and isinstance(model.mlp[0], torch.nn.Linear) and isinstance(model.mlp[1], torch.nn.Tanh))
+    return (model.encoder is None and mlp_ok and isinstance(model.dropout, torch.nn.Dropout)
+            and model.classifier.bias is None)
+
+
 def supports(strategy: str, loss: str, frozen: bool) -> bool:
     """Whether a cell's update can run here (see the module docstring's scope).
 
@@ -181,11 +191,17 @@ class HeadAdamW:
     """
 
     def __init__(self, optimizer: torch.optim.AdamW) -> None:
-        group = optimizer.param_groups
-        if len(group) != 1 or not group[0].get("fused") or group[0]["amsgrad"] \
-                or group[0]["maximize"]:
+        if not self.applies(optimizer):
             raise ValueError("HeadAdamW needs a fused AdamW with one parameter group")
         self.optimizer = optimizer
+
+    @staticmethod
+    def applies(optimizer: torch.optim.Optimizer) -> bool:
+        """A ``fused=True`` AdamW (not AMSGrad, not maximizing) with one parameter group."""
+        groups = optimizer.param_groups
+        return (isinstance(optimizer, torch.optim.AdamW) and len(groups) == 1
+                and bool(groups[0].get("fused")) and not groups[0]["amsgrad"]
+                and not groups[0]["maximize"] and hasattr(torch, "_fused_adamw_"))
 
     def step(self) -> None:
         group = self.optimizer.param_groups[0]

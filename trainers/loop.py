@@ -43,6 +43,7 @@ from trainers.fused_head import (
     clip_grad_norm_,
     draw_dropout,
     draw_pairs,
+    head_layout_known,
     head_update,
     supports,
 )
@@ -185,14 +186,17 @@ class CellTrainer:
         self.eval_targets = prepared.eval_targets.to(device)
         self.eval_order = eval_order(prepared.eval_inputs)
         # On CUDA the head runs under autocast and kernel launches are asynchronous: autograd.
-        fusable = device.type == "cpu" and supports(config.strategy, config.resolved_loss,
-                                                    frozen=encoder is None)
+        fusable = (device.type == "cpu" and head_layout_known(self.model)
+                   and supports(config.strategy, config.resolved_loss, frozen=encoder is None))
         if fused and not fusable:
             raise CellError(f"{config.cell_name}: the fused head update covers frozen features "
                             "on CPU with strategies none/mixup/nonlinear_mixup and losses "
                             "ce/soft_ce")
         self.fused = fusable if fused is None else fused
-        self.head_adamw = HeadAdamW(self.optimizer) if self.fused else None
+        self.head_params = self.model.head_parameters()
+        # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
+        self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
+            self.optimizer) else None
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -295,12 +299,13 @@ class CellTrainer:
             loss.backward()
             self.apply_gradients()
             return loss.detach()
-        assert self.head_adamw is not None
         loss = self.fused_loss(inputs, targets)  # sets every head parameter's .grad
         if self.config.grad_clip > 0:
-            clip_grad_norm_([p.grad for p in self.optimizer.param_groups[0]["params"]],
-                            self.config.grad_clip)
-        self.head_adamw.step()
+            clip_grad_norm_([p.grad for p in self.head_params], self.config.grad_clip)
+        if self.head_adamw is not None:
+            self.head_adamw.step()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         return loss
 
