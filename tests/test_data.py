@@ -448,3 +448,26 @@ def test_fingerprint_stable_and_sensitive(rte: TaskData, data_dir: Path) -> None
         dataclasses.replace(rte, train=rte.test, test=rte.train),
     ]
     assert len({fp, *(v.fingerprint() for v in variants)}) == len(variants) + 1
+
+
+def test_a_worker_reloads_a_task_only_when_its_files_change(data_dir: Path,
+                                                             tmp_path: Path) -> None:
+    from trainers.config import CellConfig
+    from trainers.prepare import load_cell_data
+
+    shutil.copytree(data_dir / "rte", tmp_path / "rte")
+    config = CellConfig(task="rte", data_dir=str(tmp_path))
+    first = load_cell_data(config)
+    assert load_cell_data(config) is first  # the same worker, the same files: kept
+    fingerprint = first.fingerprint()
+    train = tmp_path / "rte" / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    train.write_text("".join(lines[:-1]), encoding="utf-8")  # drop the last example
+    second = load_cell_data(config)
+    assert second is not first
+    assert len(second.train) == len(first.train) - 1
+    assert second.fingerprint() != fingerprint
+    # A malformed edit is reported, not hidden by the kept copy.
+    train.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty file"):
+        load_cell_data(config)

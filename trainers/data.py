@@ -64,7 +64,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,17 @@ class TaskData:
     test: list[Example]
     is_pair: bool
     source: str
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def fingerprint(self) -> str:
-        """Short sha256 (16 hex chars) of the name, labels and every train and test example."""
+        """Short sha256 (16 hex chars) of the name, labels and every train and test example.
+
+        Computed once per object (the examples are not meant to change after loading)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._digest()
+        return self._fingerprint
+
+    def _digest(self) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps([self.name, self.labels]).encode())
         for split, examples in (("train", self.train), ("test", self.test)):

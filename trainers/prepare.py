@@ -13,6 +13,7 @@ cell, so a hyperparameter search cannot select on test accuracy.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ import torch
 
 from trainers.cache import cache_key, cached, encode_rows, rows_of, tokenize
 from trainers.config import CellConfig
-from trainers.data import TaskData, load_task, subsample_indices, validation_split
+from trainers.data import (
+    TaskData,
+    load_task,
+    resolve_data_dir,
+    subsample_indices,
+    validation_split,
+)
 from trainers.model import Encoder, _default_pooling, _dir_identity, load_encoder, minilm_path
 from trainers.precision import resolve_precision
 
@@ -54,14 +61,46 @@ class PreparedCell:
     source: str
 
 
+# Ray runs many cells in one worker process: the last few tasks it loaded from local files
+# are kept (parsing and fingerprinting FewRel took ~0.5 s per cell), keyed by every file's
+# path, size and modification time, so an edited file is read again.
+_LOADED: OrderedDict[tuple, TaskData] = OrderedDict()
+_LOADED_MAX = 4
+
+
+def _local_files_key(config: CellConfig) -> tuple | None:
+    """(task, options, (path, size, mtime) of each source file), or None for the hub."""
+    if config.task == "custom":
+        paths = [Path(str(config.train_file)), Path(str(config.test_file))]
+    else:
+        root = resolve_data_dir(config.data_dir)
+        if root is None or not (root / config.task).is_dir():
+            return None  # the hub (datasets has its own cache), or the loader's error to raise
+        paths = sorted(p for p in (root / config.task).rglob("*") if p.is_file())
+    try:
+        files = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    except OSError:
+        return None
+    return (config.task, config.none_relations, files)
+
+
 def load_cell_data(config: CellConfig) -> TaskData:
     """The task's full data (train and test) from the configured source."""
     if config.task == "toy2d":
         from trainers.toy2d import load_toy2d
 
         return load_toy2d(config.seed)
-    return load_task(config.task, config.data_dir, none_relations=config.none_relations,
+    key = _local_files_key(config)
+    if key is not None and key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    data = load_task(config.task, config.data_dir, none_relations=config.none_relations,
                      train_file=config.train_file, test_file=config.test_file)
+    if key is not None:
+        _LOADED[key] = data
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return data
 
 
 def cell_indices(config: CellConfig, n_train: int) -> tuple[list[int], list[int] | None]:
