@@ -228,14 +228,24 @@ class SweepTracker:
                 self._experiment_id = found.experiment_id
         return self._experiment_id
 
-    def existing_runs(self) -> dict[str, Any]:
-        """Active cell runs of this sweep and phase, by cell name (latest wins)."""
+    def existing_runs(self, cell: str | None = None) -> dict[str, Any]:
+        """Active cell runs of this sweep and phase, by cell name (latest wins).
+
+        With ``cell``, only that cell's runs are searched: the store then reads a handful of
+        runs instead of the whole experiment (one lookup per cell would otherwise cost
+        O(cells) each, O(cells²) per sweep).
+        """
+        query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        if cell is not None:
+            if "'" in cell or "\\" in cell:  # not expressible in a filter string: scan all
+                found = self.existing_runs().get(cell)
+                return {cell: found} if found is not None else {}
+            query += f" and tags.cell = '{cell}'"
         runs: dict[str, Any] = {}
         token = None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id()],
-                filter_string=f"tags.kind = 'cell' and tags.phase = '{self.phase}'",
+                [self.experiment_id()], filter_string=query,
                 max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
             for run in page:
                 runs[run.data.tags.get("cell", run.info.run_name)] = run
@@ -257,7 +267,7 @@ class SweepTracker:
         state = self.cells[cell] = CellRun(cell, epochs)
 
         def open_run() -> None:
-            existing = self.existing_runs().get(cell)
+            existing = self.existing_runs(cell).get(cell)
             if existing is not None:
                 state.run_id = existing.info.run_id
                 state.logged_steps = {m.step for m in self.client.get_metric_history(
