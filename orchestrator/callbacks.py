@@ -116,6 +116,15 @@ class MlflowCellCallback(Callback):
         if self.tracker.queue.pending:
             self.tracker.queue.flush()
 
+    def get_state(self) -> dict | None:
+        """Called by Tune while it saves its experiment state (what ``--resume`` restores),
+        before that state reaches storage: wait until the MLflow writes of every result
+        processed so far are done, so no saved result can have its epoch missing in MLflow
+        after a driver crash. Returns at once while the store is failing (as before, those
+        writes wait in the queue). Nothing to save: returns None."""
+        self.tracker.queue.wait_idle()
+        return None
+
 
 def _error_line(trial: Any) -> str:
     """The last line of a trial's error (Tune keeps it in error.txt)."""

@@ -553,7 +553,8 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-search-{group.key.replace('/', '_')}",
-            storage_path=storage, verbose=0, callbacks=[callback, progress],
+            storage_path=storage, verbose=0,
+            callbacks=[callback, progress, *sweep_cli.tune_loggers()],
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -128,55 +129,168 @@ class CellRun:
 
 
 class WriteQueue:
-    """In-order MLflow writes; a failing write and everything after it wait for a retry."""
+    """In-order MLflow writes; a failing write and everything after it wait for a retry.
 
-    def __init__(self, retry_interval: float = 5.0) -> None:
+    The writes run on one background thread (started at the first write), so the Tune driver's
+    event loop does not wait for the store after each epoch result: a sqlite commit or an HTTP
+    round trip per write would otherwise delay every trial's next epoch (each ``tune.report``
+    blocks its trial until the driver has processed the result). Still one writer, still in
+    order. ``put(..., wait=True)`` blocks until that write ran, unless the store is failing;
+    :meth:`wait_idle` blocks until everything queued so far ran, unless the store is failing;
+    :meth:`drain` retries until the queue is empty or a timeout passes.
+
+    With ``background=False`` every write runs in the caller's thread at ``put``, as before.
+    """
+
+    def __init__(self, retry_interval: float = 5.0, background: bool = True) -> None:
         self.pending: deque[tuple[str, Callable[[], None]]] = deque()
         self.last_error: str | None = None
         self.failed_since: float | None = None
         self.retry_interval = retry_interval
         self.last_attempt = 0.0
+        self.background = background
+        self._init_thread_state()
 
-    def put(self, label: str, op: Callable[[], None]) -> None:
-        self.pending.append((label, op))
-        self.flush()
+    def _init_thread_state(self) -> None:
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._queued = 0  # writes ever queued
+        self._done = 0  # writes ever completed (in order: the first _done of them)
+        self._retry_now = False
 
-    def flush(self, force: bool = False) -> bool:
-        """Run queued writes until one fails; True when the queue is empty.
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the tracker into tuner.pkl
+        state = self.__dict__.copy()
+        for key in ("_cond", "_thread", "_queued", "_done", "_retry_now"):
+            state.pop(key)
+        state["pending"] = deque()
+        return state
 
-        While the store is failing, attempts are spaced ``retry_interval`` seconds apart (unless
-        ``force``) so the driver's event loop is not slowed by connection timeouts.
-        """
-        now = time.monotonic()
-        if (self.failed_since is not None and not force
-                and now - self.last_attempt < self.retry_interval):
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_thread_state()
+
+    def put(self, label: str, op: Callable[[], None], wait: bool = False) -> None:
+        """Queue ``op``; with ``wait``, return once it ran (or the store is failing)."""
+        with self._cond:
+            self.pending.append((label, op))
+            self._queued += 1
+            ticket = self._queued
+            self._cond.notify_all()
+        if not self.background:
+            self.flush()
+            return
+        self._ensure_thread()
+        if wait:
+            self._wait(lambda: self._done >= ticket)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._writer, name="mlflow-writes",
+                                            daemon=True)
+            self._thread.start()
+
+    def _wait(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until ``ready()`` or the store is failing; True when ``ready()``."""
+        with self._cond:
+            self._cond.wait_for(lambda: ready() or self.failed_since is not None, timeout)
+            return ready()
+
+    def wait_idle(self) -> bool:
+        """Block until every write queued so far ran; returns at once while the store is
+        failing (those writes stay queued). True when nothing queued so far is left."""
+        if not self.background:
             return not self.pending
-        self.last_attempt = now
-        while self.pending:
-            label, op = self.pending[0]
+        with self._cond:
+            ticket = self._queued
+        return self._wait(lambda: self._done >= ticket)
+
+    def _writer(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self.pending and self.failed_since is None:
+                        break
+                    if self.pending and self._retry_now:
+                        self._retry_now = False
+                        break
+                    timeout = None
+                    if self.pending:  # failing: retry every retry_interval seconds
+                        timeout = self.last_attempt + self.retry_interval - time.monotonic()
+                        if timeout <= 0:
+                            break
+                    self._cond.wait(timeout)
+                self._retry_now = False
+            self._run()
+
+    def _run(self) -> bool:
+        """Run queued writes in order until one fails; True when the queue is empty."""
+        self.last_attempt = time.monotonic()
+        while True:
+            with self._cond:
+                if not self.pending:
+                    return True
+                label, op = self.pending[0]
             try:
                 op()
             except Exception as exc:  # noqa: BLE001 - any store error means "retry later"
                 message = f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                if self.failed_since is None:
-                    self.failed_since = time.monotonic()
-                    print(f"[tracking] write failed, queued for retry ({message})", flush=True)
-                self.last_error = message
+                with self._cond:
+                    if self.failed_since is None:
+                        self.failed_since = time.monotonic()
+                        print(f"[tracking] write failed, queued for retry ({message})",
+                              flush=True)
+                    self.last_error = message
+                    self._cond.notify_all()
                 return False
-            self.pending.popleft()
-            if self.failed_since is not None:
-                print(f"[tracking] store reachable again; flushed the queue "
-                      f"(down {time.monotonic() - self.failed_since:.0f}s)", flush=True)
-                self.failed_since = None
-        return True
+            with self._cond:
+                self.pending.popleft()
+                self._done += 1
+                if self.failed_since is not None:
+                    print(f"[tracking] store reachable again; flushed the queue "
+                          f"(down {time.monotonic() - self.failed_since:.0f}s)", flush=True)
+                    self.failed_since = None
+                self._cond.notify_all()
+
+    def flush(self, force: bool = False) -> bool:
+        """Try the queued writes now; True when the queue is empty.
+
+        Background mode: asks the writer thread for an immediate retry if ``force`` and returns
+        without waiting. Otherwise runs the writes in the caller's thread; while the store is
+        failing, attempts are spaced ``retry_interval`` seconds apart (unless ``force``) so the
+        driver's event loop is not slowed by connection timeouts.
+        """
+        if self.background:
+            with self._cond:
+                if force and self.pending:
+                    self._retry_now = True
+                    self._cond.notify_all()
+                empty = not self.pending
+            if not empty:
+                self._ensure_thread()
+            return empty
+        if (self.failed_since is not None and not force
+                and time.monotonic() - self.last_attempt < self.retry_interval):
+            return not self.pending
+        return self._run()
 
     def drain(self, timeout: float, interval: float = 2.0) -> bool:
-        """Retry until empty or ``timeout`` seconds pass."""
+        """Retry until empty or ``timeout`` seconds pass (every ``interval`` s while failing)."""
         deadline = time.monotonic() + timeout
         while not self.flush(force=True):
+            if not self.background:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(interval)
+                continue
+            with self._cond:
+                # wake on every completed write; retry a failing store every `interval`
+                done = self._done
+                self._cond.wait_for(lambda done=done: not self.pending or self._done != done,
+                                    max(0.0, min(interval, deadline - time.monotonic())))
+                if not self.pending:
+                    return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(interval)
         return True
 
 
@@ -228,14 +342,24 @@ class SweepTracker:
                 self._experiment_id = found.experiment_id
         return self._experiment_id
 
-    def existing_runs(self) -> dict[str, Any]:
-        """Active cell runs of this sweep and phase, by cell name (latest wins)."""
+    def existing_runs(self, cell: str | None = None) -> dict[str, Any]:
+        """Active cell runs of this sweep and phase, by cell name (latest wins).
+
+        With ``cell``, only that cell's runs are searched: the store then reads a handful of
+        runs instead of the whole experiment (one lookup per cell would otherwise cost
+        O(cells) each, O(cells²) per sweep).
+        """
+        query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        if cell is not None:
+            if "'" in cell or "\\" in cell:  # not expressible in a filter string: scan all
+                found = self.existing_runs().get(cell)
+                return {cell: found} if found is not None else {}
+            query += f" and tags.cell = '{cell}'"
         runs: dict[str, Any] = {}
         token = None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id()],
-                filter_string=f"tags.kind = 'cell' and tags.phase = '{self.phase}'",
+                [self.experiment_id()], filter_string=query,
                 max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
             for run in page:
                 runs[run.data.tags.get("cell", run.info.run_name)] = run
@@ -257,7 +381,7 @@ class SweepTracker:
         state = self.cells[cell] = CellRun(cell, epochs)
 
         def open_run() -> None:
-            existing = self.existing_runs().get(cell)
+            existing = self.existing_runs(cell).get(cell)
             if existing is not None:
                 state.run_id = existing.info.run_id
                 state.logged_steps = {m.step for m in self.client.get_metric_history(
@@ -278,7 +402,9 @@ class SweepTracker:
                 state.params_logged = True
             self._set_tags(cell, tags)
 
-        self.queue.put(f"{cell}: open run", open_run)
+        # Waits for the run (unless the store is failing): the steps it already holds must be
+        # known before this cell's first epoch result is deduplicated against them.
+        self.queue.put(f"{cell}: open run", open_run, wait=True)
 
     def _set_tags(self, cell: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
