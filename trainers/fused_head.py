@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainers.model import CellModel
-from trainers.strategies import sample_beta
+from trainers.strategies import draw_pair
 
 FUSED_STRATEGIES = ("none", "mixup", "nonlinear_mixup")
 
@@ -84,7 +84,7 @@ def draw_dropout(shape: torch.Size, p: float, device: torch.device) -> Tensor | 
 
 def draw_pairs(strategy: str, b: int, d: int, alpha: float, draws: int,
                device: torch.device) -> list[PairDraw]:
-    """``draws`` pairwise draws, in the order :func:`trainers.strategies.mixup` makes them.
+    """``draws`` pairwise draws made by :func:`trainers.strategies.draw_pair`.
 
     Args:
         strategy: ``mixup`` (one coefficient per pair) or ``nonlinear_mixup`` (one per
@@ -98,11 +98,7 @@ def draw_pairs(strategy: str, b: int, d: int, alpha: float, draws: int,
     if strategy == "none":
         return []
     width = d if strategy == "nonlinear_mixup" else 1
-    out = []
-    for _ in range(draws):
-        lam = sample_beta(alpha, (b, width), device=device)
-        out.append(PairDraw(lam=lam, partner=torch.randperm(b, device=device)))
-    return out
+    return [PairDraw(*draw_pair(b, width, alpha, device)) for _ in range(draws)]
 
 
 @torch.no_grad()
@@ -132,7 +128,7 @@ def head_update(model: CellModel, features: Tensor, targets: Tensor, keep: Tenso
     # Rows to score, their target distributions and their weights in the loss.
     rows, dists, weights = [], [], []
     for draw in pairs:
-        share = draw.lam if draw.lam.shape[1] == 1 else draw.lam.mean(dim=1, keepdim=True)
+        share = draw.lam.mean(dim=1, keepdim=True)  # as trainers.strategies.mix_pairs
         rows.append(torch.lerp(v[draw.partner], v, draw.lam))       # Eq. 1
         dists.append(torch.lerp(onehot[draw.partner], onehot, share))  # Eq. 2
         weights.append(1.0 / (len(pairs) * b))

@@ -293,27 +293,27 @@ class CellTrainer:
 
     def update(self, inputs: Any, targets: Tensor) -> Tensor:
         """One optimizer update on a batch (gradients, clipping, AdamW, schedule); its loss."""
-        if not self.fused:
+        if self.fused:
+            loss = self.fused_loss(inputs, targets)  # sets every head parameter's .grad
+        else:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(inputs, targets)
             loss.backward()
-            self.apply_gradients()
-            return loss.detach()
-        loss = self.fused_loss(inputs, targets)  # sets every head parameter's .grad
-        if self.config.grad_clip > 0:
-            clip_grad_norm_([p.grad for p in self.head_params], self.config.grad_clip)
-        if self.head_adamw is not None:
-            self.head_adamw.step()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+            loss = loss.detach()
+        self.apply_gradients()
         return loss
 
     def apply_gradients(self) -> None:
-        """Clip the gradients, step AdamW and the schedule."""
+        """Clip the gradients, step AdamW and the schedule.
+
+        The fused path clips and steps its head directly (same operations and kernel as
+        ``clip_grad_norm_`` and ``optimizer.step()``, without their per-call Python)."""
         if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+            if self.fused:
+                clip_grad_norm_([p.grad for p in self.head_params], self.config.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        (self.head_adamw or self.optimizer).step()
         self.scheduler.step()
 
     # ------------------------------------------------------------------ epochs

@@ -78,9 +78,10 @@ def _local_files_key(config: CellConfig) -> tuple | None:
             return None  # the hub (datasets has its own cache), or the loader's error to raise
         paths = sorted(p for p in (root / config.task).rglob("*") if p.is_file())
     try:
-        files = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+        stats = [(p.resolve(), p.stat()) for p in paths]
     except OSError:
         return None
+    files = tuple((str(path), st.st_size, st.st_mtime_ns) for path, st in stats)
     return (config.task, config.none_relations, files)
 
 

@@ -127,6 +127,18 @@ def _beta_johnk(alpha: float, shape: tuple[int, ...], device: torch.device | str
     return out
 
 
+def draw_pair(b: int, width: int, alpha: float,
+              device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """One pairwise draw: coefficients ``lam ~ Beta(alpha, alpha)`` of shape ``[b, width]``,
+    then a random permutation ``partner`` of the batch (in this order).
+
+    ``width`` is 1 for mixup and d for nonlinear mixup. :mod:`trainers.fused_head` draws through
+    this function too, so both training paths consume the random stream identically.
+    """
+    lam = sample_beta(alpha, (b, width), device=device)
+    return lam, torch.randperm(b, device=device)
+
+
 def mix_pairs(
     representations: Tensor,
     label_vectors: Tensor,
@@ -166,8 +178,7 @@ def mixup(representations: Tensor, targets: Tensor, classifier: Tensor, alpha: f
         alpha: Beta concentration.
     """
     b = representations.shape[0]
-    lam = sample_beta(alpha, (b, 1), device=representations.device)
-    partner = torch.randperm(b, device=representations.device)
+    lam, partner = draw_pair(b, 1, alpha, representations.device)
     onehot = F.one_hot(targets, classifier.shape[0]).float()
     return mix_pairs(representations, classifier[targets], onehot, partner, lam)
 
@@ -187,8 +198,7 @@ def nonlinear_mixup(
         alpha: Beta concentration.
     """
     b, d = representations.shape
-    lam = sample_beta(alpha, (b, d), device=representations.device)
-    partner = torch.randperm(b, device=representations.device)
+    lam, partner = draw_pair(b, d, alpha, representations.device)
     onehot = F.one_hot(targets, classifier.shape[0]).float()
     return mix_pairs(representations, classifier[targets], onehot, partner, lam)
 
