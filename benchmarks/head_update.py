@@ -11,6 +11,9 @@ loss (they make the same random draws, so they follow the same trajectory up to 
 Run (a few minutes on a 2-core CPU)::
 
     HF_HUB_OFFLINE=1 python -m benchmarks.head_update --data-dir ../shared/data
+
+``--profile`` then runs one more fused faithful-mixup epoch under ``torch.profiler`` and prints
+its operators (the kernel floor quoted in README "Performance").
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--mlp-hidden", type=int, default=256)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one fused faithful-mixup epoch (torch.profiler)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as trainers.loop.train_cell does for frozen features
     device = torch.device("cpu")
@@ -76,6 +81,17 @@ def main() -> None:
         print(f"  {label}: done", flush=True)
     print(table(["arm", "updates/epoch", "autograd ms/update", "fused ms/update", "speed-up",
                  f"train loss after epoch {args.epochs} (autograd / fused)"], rows))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        config = dataclasses.replace(base, **dict(ARMS)["mixup faithful n=15"]).validate()
+        trainer = CellTrainer(config, dataclasses.replace(prepared), device, fused=True)
+        trainer.train_epoch(1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.train_epoch(2)
+        updates = trainer.batches_per_epoch * updates_per_batch(config)
+        print(f"fused faithful mixup, one epoch = {updates} updates; per-call averages:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":
