@@ -88,6 +88,30 @@ def test_inputs_and_labels_share_the_policy():
         torch.testing.assert_close(mixed.class_weights[:, cls], share[:, y == cls].sum(-1))
 
 
+def test_batch_mixing_gradients_match_the_einsum_definition():
+    """Eq. 3-4 written as einsum (their definition) and as mix_batch computes them agree in
+    value and in the gradients they send to the representations and the label vectors."""
+    torch.manual_seed(5)
+    n, d, b, c = 6, 9, 7, 4
+    v, y, W = batch(b, d, c, seed=2)
+    weights = batchmixup_policy(n, d, b, alpha=0.3)
+    grads = {}
+    for how in ("einsum", "mix_batch"):
+        rep = v.clone().requires_grad_(True)
+        lab = W[y].clone().requires_grad_(True)
+        if how == "einsum":
+            x = torch.einsum("ndb,bd->nd", weights, rep)
+            t = torch.einsum("ndb,bd->nd", weights, lab)
+        else:
+            mixed = mix_batch(weights, rep, lab, F.one_hot(y, c).float())
+            x, t = mixed.inputs, mixed.labels
+        probe = torch.randn(n, d, generator=torch.Generator().manual_seed(9))
+        ((x * probe).sum() + (x * t).sum()).backward()
+        grads[how] = (x.detach(), t.detach(), rep.grad, lab.grad)
+    for ref, got in zip(grads["einsum"], grads["mix_batch"], strict=True):
+        torch.testing.assert_close(got, ref)
+
+
 def test_batchmixup_is_deterministic_under_a_seed():
     v, y, W = batch(8, 4, 3)
     torch.manual_seed(11)
