@@ -112,6 +112,22 @@ def test_head_adamw_and_clip_equal_torch_bit_for_bit():
         HeadAdamW(torch.optim.AdamW([{"params": mine[:1]}, {"params": mine[1:]}], fused=True))
 
 
+@pytest.mark.parametrize("norm", [0.5, 1 - 1e-4, 1 - 1e-6, 1.0, 1 + 1e-6, 3.0, float("nan")])
+def test_clip_equals_torch_at_the_threshold(norm):
+    """Around max_norm (where clip_grad_norm_ skips its multiplication) and for NaN."""
+    torch.manual_seed(1)
+    grads = [torch.randn(s) for s in [(16, 8), (16,), (5, 16)]]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    grads = [g * (norm / total) for g in grads]
+    ref = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(ref, grads, strict=True):
+        p.grad = g.clone()
+    clip_grad_norm_(grads, 1.0)
+    torch.nn.utils.clip_grad_norm_(ref, 1.0)
+    assert all(torch.equal(g, p.grad) or (g.isnan().all() and p.grad.isnan().all())
+               for g, p in zip(grads, ref, strict=True))
+
+
 def test_scope_other_cells_use_autograd(banking):
     assert supports("mixup", "soft_ce", frozen=True)
     assert supports("none", "ce", frozen=True)

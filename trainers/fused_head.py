@@ -35,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from trainers.model import CellModel
@@ -102,14 +101,15 @@ def draw_pairs(strategy: str, b: int, d: int, alpha: float, draws: int,
 
 
 @torch.no_grad()
-def head_update(model: CellModel, features: Tensor, targets: Tensor, keep: Tensor | None,
+def head_update(model: CellModel, features: Tensor, onehot: Tensor, keep: Tensor | None,
                 pairs: list[PairDraw], clean_loss: bool) -> Tensor:
     """Loss of one update; writes the gradients of the head's parameters to ``.grad``.
 
     Args:
         model: a frozen-mode :class:`CellModel` (no encoder), in training mode.
         features: ``[b, f]`` the batch's features.
-        targets: ``[b]`` class ids.
+        onehot: ``[b, c]`` one-hot labels (float), made once per batch by the caller: the
+            repeated updates of a batch share them.
         keep: dropout's scaled keep mask ``[b, d]`` from :func:`draw_dropout`, or ``None``.
         pairs: the pairwise draws (empty for ``none``); their mixed losses are averaged.
         clean_loss: add the cross-entropy of the unmixed batch (always on for ``none``).
@@ -117,13 +117,11 @@ def head_update(model: CellModel, features: Tensor, targets: Tensor, keep: Tenso
     Returns:
         The loss (a 0-d tensor), equal to the autograd path's loss for the same draws.
     """
-    b = features.shape[0]
     W = model.classifier.weight
     mlp = model.mlp[0] if isinstance(model.mlp, torch.nn.Sequential) else None
     h = torch.addmm(mlp.bias, features, mlp.weight.t()).tanh_() if mlp is not None \
         else features
     v = h * keep if keep is not None else h
-    onehot = F.one_hot(targets, W.shape[0]).to(v.dtype)
     scalar = all(draw.lam.shape[1] == 1 for draw in pairs)  # mixup (and none)
     mix_backward = _scalar_mix_backward if scalar else _row_mix_backward
     loss, g_v = mix_backward(v, onehot, W, pairs, clean_loss)
@@ -221,8 +219,12 @@ def clip_grad_norm_(grads: list[Tensor], max_norm: float) -> None:
 
     The operations of ``torch.nn.utils.clip_grad_norm_`` (foreach path) on a list of
     gradients, without its per-call grouping by device and dtype; results are identical.
+    Where the norm is clearly below ``max_norm`` the clamped factor would be exactly 1, and the
+    multiplication by it is skipped (on CPU reading the norm costs no device synchronisation).
     """
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if float(total) + 1e-6 < max_norm * (1 - 1e-4):  # margin >> float32 rounding: coef == 1
+        return
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_(grads, coef)
 

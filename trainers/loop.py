@@ -194,6 +194,7 @@ class CellTrainer:
                             "ce/soft_ce")
         self.fused = fusable if fused is None else fused
         self.head_params = self.model.head_parameters()
+        self._onehot: tuple[Tensor | None, Tensor | None] = (None, None)  # see onehot()
         # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
         self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
             self.optimizer) else None
@@ -289,7 +290,14 @@ class CellTrainer:
         keep = draw_dropout((b, model.dim), model.dropout.p, features.device)
         pairs = draw_pairs(config.strategy, b, model.dim, config.alpha, self.draws_per_update(),
                            features.device)
-        return head_update(model, features, targets, keep, pairs, config.clean_loss)
+        return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
+
+    def onehot(self, targets: Tensor) -> Tensor:
+        """``targets`` one-hot (float), kept while the same batch is updated again (the n
+        updates of paper-faithful mixup run on one batch)."""
+        if self._onehot[0] is not targets:
+            self._onehot = (targets, F.one_hot(targets, len(self.data.labels)).float())
+        return self._onehot[1]
 
     def update(self, inputs: Any, targets: Tensor) -> Tensor:
         """One optimizer update on a batch (gradients, clipping, AdamW, schedule); its loss."""
