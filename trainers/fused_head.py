@@ -128,7 +128,7 @@ def head_update(model: CellModel, features: Tensor, onehot: Tensor, keep: Tensor
     if keep is not None:
         g_v = g_v * keep
     if mlp is not None:
-        g_pre = g_v * (1 - h.square())  # tanh' = 1 - tanh^2
+        g_pre = torch.ops.aten.tanh_backward(g_v, h)  # g (1 - h^2), as autograd's TanhBackward
         mlp.weight.grad = g_pre.t() @ features
         mlp.bias.grad = g_pre.sum(dim=0)
     return loss
