@@ -21,11 +21,21 @@ every repeat runs ``none, X, none, Y, none, ...`` (X, Y, ... in a rotating order
 in that repeat is its epoch time over the mean of the two ``none`` epochs around it, which
 cancels slow drifts of the load of a shared machine.
 
+``--mfu`` adds each strategy's model FLOP utilisation (``benchmarks/mfu.py``: the FLOPs the
+encoder needs for the subset's real tokens, times n forward passes for faithful mixup, over the
+epoch time and the GPU's dense bf16 peak) and ``--epoch-target S`` checks ``none``'s epoch.
+
 Run (2-core CPU, defaults: about 2-3 minutes)::
 
     HF_HUB_OFFLINE=1 BATCHMIXUP_CACHE_DIR=/tmp/bmcache python -m benchmarks.epoch_ratios
+
+The GPU measurement of the performance issue (RoBERTa-large architecture, random init, the whole
+RTE training set, bf16, one H100: epoch <= 4 s, MFU, and the batchmixup and mixup (n = 15)
+ratios)::
+
     python -m benchmarks.epoch_ratios --device cuda --model random:roberta-large \\
-        --examples 256 --max-length 128 --repeats 5
+        --examples 0 --max-length 128 --dynamic-padding --precision bf16 \\
+        --strategies batchmixup,mixup/faithful --repeats 2 --mfu --epoch-target 4
 
 Read: ``ratio vs none`` = median over repeats of the sandwiched ratio (what PASS/FAIL uses);
 ``ratio of medians`` = median epoch seconds / median epoch seconds of ``none`` (should agree on
@@ -46,6 +56,7 @@ import torch
 from torch import Tensor
 
 from benchmarks._common import default_data_dir, hardware_line, median, pick_device, table
+from benchmarks.mfu import encoder_training_flops, mfu, peak_tflops
 from trainers.config import CellConfig
 from trainers.loop import CellTrainer
 from trainers.precision import PRECISIONS, resolve_precision
@@ -104,6 +115,23 @@ def passes(ratio: float, target: str, n: int) -> bool:
     return True
 
 
+def mfu_table(chosen: list[tuple[str, str, str, int, str]], seconds: dict[str, list[float]],
+              model_config: object, lengths: list[int], peak: float | None) -> str:
+    """Model FLOPs per epoch, achieved model TFLOP/s and MFU of every strategy (the encoder's
+    FLOPs only: n passes per batch for faithful mixup, one otherwise)."""
+    rows = []
+    for label, _, variant, n, _ in chosen:
+        passes = n if variant == "faithful" else 1
+        flops = encoder_training_flops(model_config, lengths, passes)
+        med = median(seconds[label])
+        util = mfu(flops, med, peak)
+        rows.append([label, f"{flops / 1e12:.2f}", f"{flops / med / 1e12:.2f}",
+                     "-" if util is None else f"{100 * util:.1f} %"])
+    peak_text = f"peak {peak:g} TFLOP/s (dense bf16)" if peak else "no peak known: --peak-tflops"
+    return (table(["strategy", "model TFLOP per epoch", "model TFLOP/s", "MFU"], rows)
+            + f"\n({peak_text}; real tokens only, {sum(lengths)} per epoch)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="rte: the task of the paper's timing claim")
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="default $BATCHMIXUP_DATA_DIR or ../shared/data")
-    parser.add_argument("--examples", type=int, default=64, help="fixed training subset size")
+    parser.add_argument("--examples", type=int, default=64,
+                        help="fixed training subset size (0: the whole training set)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per strategy")
@@ -131,6 +160,13 @@ def main(argv: list[str] | None = None) -> None:
                              "runs in the same one")
     parser.add_argument("--dynamic-padding", action="store_true",
                         help="use the loop's own per-batch dynamic padding")
+    parser.add_argument("--mfu", action="store_true",
+                        help="also print model TFLOP/s and MFU per strategy (benchmarks/mfu.py)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense bf16 peak for --mfu (default: datasheet value "
+                             "of a known GPU)")
+    parser.add_argument("--epoch-target", type=float, default=None,
+                        help="check that none's median epoch takes at most this many seconds")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -147,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     n_all = len(prepared.train_targets)
     if args.examples > n_all:
         raise SystemExit(f"--examples {args.examples} > {n_all} training examples of {args.task}")
+    args.examples = args.examples or n_all
     gen = torch.Generator().manual_seed(args.seed)
     subset = torch.randperm(n_all, generator=gen)[: args.examples].tolist()
     rows = [prepared.train_inputs[i] for i in subset]
@@ -164,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [v for v in variants(args.mix_samples) if not wanted or v[0] in wanted or
               v[0] == "none"]
     pristine = prepared.encoder.model
+    model_config = pristine.config
     trainers: dict[str, CellTrainer] = {}
     for label, strategy, variant, n, _ in chosen:
         config = dataclasses.replace(base, strategy=strategy, mix_samples=n,
@@ -216,6 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(["strategy", "variant", "n", "median epoch s", "spread", "ratio of medians",
                  "ratio vs none", "target", "result"], out))
+    if args.mfu:
+        print()
+        print(mfu_table(chosen, seconds, model_config, lengths, peak_tflops(
+            device, args.peak_tflops)))
+    if args.epoch_target is not None:
+        verdict = "PASS" if base_s <= args.epoch_target else "FAIL"
+        print(f"\nnone: one epoch of {args.examples} examples in {base_s:.3f} s (median); "
+              f"target <= {args.epoch_target:g} s: {verdict}")
     print(hardware_line(device).split(", ")[-1] + " (at the end)")
 
 
