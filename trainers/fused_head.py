@@ -134,11 +134,11 @@ def head_update(model: CellModel, features: Tensor, onehot: Tensor, keep: Tensor
     return loss
 
 
-def _scores(rows: list[Tensor], dists: list[Tensor], weights: list[float],
+def _scores(logits: list[Tensor], dists: list[Tensor], weights: list[float],
             b: int) -> tuple[Tensor, Tensor]:
-    """Loss and its gradient w.r.t. the logits ``rows`` (stacked) against ``dists``, each
+    """Loss and its gradient w.r.t. the blocks of ``logits`` (stacked) against ``dists``, each
     block of ``b`` rows weighted by its entry of ``weights``."""
-    z = torch.cat(rows) if len(rows) > 1 else rows[0]
+    z = torch.cat(logits) if len(logits) > 1 else logits[0]
     t = torch.cat(dists) if len(dists) > 1 else dists[0]
     s = torch.tensor(weights, dtype=z.dtype, device=z.device).repeat_interleave(b).unsqueeze(1) \
         if len(set(weights)) > 1 else weights[0]
