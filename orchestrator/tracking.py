@@ -138,17 +138,14 @@ class WriteQueue:
     order. ``put(..., wait=True)`` blocks until that write ran, unless the store is failing;
     :meth:`wait_idle` blocks until everything queued so far ran, unless the store is failing;
     :meth:`drain` retries until the queue is empty or a timeout passes.
-
-    With ``background=False`` every write runs in the caller's thread at ``put``, as before.
     """
 
-    def __init__(self, retry_interval: float = 5.0, background: bool = True) -> None:
+    def __init__(self, retry_interval: float = 5.0) -> None:
         self.pending: deque[tuple[str, Callable[[], None]]] = deque()
         self.last_error: str | None = None
         self.failed_since: float | None = None
         self.retry_interval = retry_interval
         self.last_attempt = 0.0
-        self.background = background
         self._init_thread_state()
 
     def _init_thread_state(self) -> None:
@@ -176,9 +173,6 @@ class WriteQueue:
             self._queued += 1
             ticket = self._queued
             self._cond.notify_all()
-        if not self.background:
-            self.flush()
-            return
         self._ensure_thread()
         if wait:
             self._wait(lambda: self._done >= ticket)
@@ -198,8 +192,6 @@ class WriteQueue:
     def wait_idle(self) -> bool:
         """Block until every write queued so far ran; returns at once while the store is
         failing (those writes stay queued). True when nothing queued so far is left."""
-        if not self.background:
-            return not self.pending
         with self._cond:
             ticket = self._queued
         return self._wait(lambda: self._done >= ticket)
@@ -252,36 +244,21 @@ class WriteQueue:
                 self._cond.notify_all()
 
     def flush(self, force: bool = False) -> bool:
-        """Try the queued writes now; True when the queue is empty.
-
-        Background mode: asks the writer thread for an immediate retry if ``force`` and returns
-        without waiting. Otherwise runs the writes in the caller's thread; while the store is
-        failing, attempts are spaced ``retry_interval`` seconds apart (unless ``force``) so the
-        driver's event loop is not slowed by connection timeouts.
-        """
-        if self.background:
-            with self._cond:
-                if force and self.pending:
-                    self._retry_now = True
-                    self._cond.notify_all()
-                empty = not self.pending
-            if not empty:
-                self._ensure_thread()
-            return empty
-        if (self.failed_since is not None and not force
-                and time.monotonic() - self.last_attempt < self.retry_interval):
-            return not self.pending
-        return self._run()
+        """True when the queue is empty; otherwise make sure the writer thread runs and, with
+        ``force``, ask it for an immediate retry of a failing store. Does not wait."""
+        with self._cond:
+            if force and self.pending:
+                self._retry_now = True
+                self._cond.notify_all()
+            empty = not self.pending
+        if not empty:
+            self._ensure_thread()
+        return empty
 
     def drain(self, timeout: float, interval: float = 2.0) -> bool:
         """Retry until empty or ``timeout`` seconds pass (every ``interval`` s while failing)."""
         deadline = time.monotonic() + timeout
         while not self.flush(force=True):
-            if not self.background:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(interval)
-                continue
             with self._cond:
                 # wake on every completed write; retry a failing store every `interval`
                 done = self._done

@@ -89,6 +89,3 @@ def test_queue_and_tracker_pickle_without_their_thread(tmp_path):
     store = Store()
     copy.queue.put("y", store.op(1), wait=True)
     assert store.written == [1]
-    queue = WriteQueue(background=False)
-    queue.put("z", store.op(2))  # runs in the caller's thread
-    assert store.written == [1, 2]
