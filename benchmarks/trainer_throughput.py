@@ -20,11 +20,12 @@ from freshly copied weights):
 * ``ours+fused``, ``ours+fused+vecpad`` (``--ours-patches``): our loop with the proposed patches
   applied by a benchmark-only subclass (fused AdamW on CPU; vectorised, pinned ``pad_batch``).
 * ``hf/adamw_torch`` (``--hf-optims``): the same with ``optim="adamw_torch"`` (the non-fused
-  AdamW that our loop uses on CPU), to separate optimizer from loop overhead.
+  AdamW our loop used on CPU before it switched to the fused one), to separate optimizer from
+  loop overhead.
 
 Needs ``accelerate>=1.1.0`` (``transformers.Trainer`` requires it; not a project dependency):
-``pip install 'accelerate>=1.1.0'``, or ``pip install --no-deps --target DIR accelerate`` and
-``PYTHONPATH=DIR``.
+``pip install -e ".[bench]"``, ``pip install 'accelerate>=1.1.0'``, or
+``pip install --no-deps --target DIR accelerate`` and ``PYTHONPATH=DIR``.
 
 Run (2-core CPU, defaults: about 2 minutes)::
 
