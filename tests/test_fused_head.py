@@ -167,3 +167,38 @@ def test_an_unknown_head_layout_is_not_fused(banking):
     assert head_layout_known(trainer.model)
     trainer.model.mlp[1] = torch.nn.ReLU()  # a head this module's backward does not describe
     assert not head_layout_known(trainer.model)
+
+
+def test_mixup_scores_logits_and_nonlinear_mixup_rows(banking, monkeypatch):
+    """Both paths give the same numbers, so check which one ran: mixup (one coefficient per
+    pair) must take the cheaper mixed-logits path, nonlinear mixup the row path."""
+    import trainers.fused_head as fused_head
+
+    calls = []
+
+    def spy(name):
+        original = getattr(fused_head, name)
+
+        def recorded(*args):
+            calls.append(name)
+            return original(*args)
+        return recorded
+
+    for name in ("_scalar_mix_backward", "_row_mix_backward"):
+        monkeypatch.setattr(fused_head, name, spy(name))
+    for strategy in ("mixup", "nonlinear_mixup", "none"):
+        trainer = trainer_for(banking, strategy=strategy, mlp_hidden=16)
+        features, targets = next(trainer.batches(1))
+        trainer.fused_loss(features, targets)
+    assert calls == ["_scalar_mix_backward", "_row_mix_backward", "_scalar_mix_backward"]
+
+
+def test_onehot_is_reused_for_one_batch_and_remade_when_it_changes(banking):
+    trainer = trainer_for(banking, strategy="mixup")
+    _, targets = next(trainer.batches(1))
+    first = trainer.onehot(targets)
+    assert trainer.onehot(targets) is first  # the n updates of one batch share it
+    targets.copy_(targets.flip(0))  # the same tensor changed in place: not stale
+    torch.testing.assert_close(trainer.onehot(targets).argmax(1), targets)
+    fresh = targets.clone()
+    assert trainer.onehot(fresh) is not trainer.onehot(targets)

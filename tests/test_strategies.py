@@ -112,6 +112,23 @@ def test_batch_mixing_gradients_match_the_einsum_definition():
         torch.testing.assert_close(got, ref)
 
 
+def test_batch_mixing_under_bf16_autocast_keeps_soft_labels_exact():
+    """Under bf16 autocast (GPU, or CPU fine-tuning) the class shares stay in the labels'
+    dtype and sum to one; the mixed points stay close to the fp32 ones."""
+    torch.manual_seed(4)
+    n, d, b, c = 8, 16, 8, 5
+    v, y, W = batch(b, d, c, seed=3)
+    onehot = F.one_hot(y, c).float()
+    weights = batchmixup_policy(n, d, b, alpha=1.0)
+    exact = mix_batch(weights, v, W[y], onehot)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = mix_batch(weights, v.bfloat16(), W[y], onehot)
+    assert low.class_weights.dtype == torch.float32
+    torch.testing.assert_close(low.class_weights.sum(-1), torch.ones(n))
+    torch.testing.assert_close(low.class_weights, exact.class_weights, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(low.inputs.float(), exact.inputs, rtol=2e-2, atol=2e-2)
+
+
 def test_batchmixup_is_deterministic_under_a_seed():
     v, y, W = batch(8, 4, 3)
     torch.manual_seed(11)

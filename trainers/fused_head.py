@@ -30,6 +30,9 @@ the clean rows)::
     dW              = dlogits^T r,   dr = dlogits W
     x = lam v + (1 - lam) v[p]   =>  dv += lam dx,  dv[p] += (1 - lam) dx
     dh = dv * keep,  dpre = dh (1 - h^2),  dA = dpre^T f,  da = sum_rows dpre
+
+That is the row path (:func:`_row_mix_backward`, nonlinear mixup). Mixup's one coefficient per
+pair lets the same sums be taken on the batch's logits instead (:func:`_scalar_mix_backward`).
 """
 
 from __future__ import annotations
@@ -192,8 +195,9 @@ def _scalar_mix_backward(v: Tensor, onehot: Tensor, W: Tensor, pairs: list[PairD
     With a scalar ``lam`` per pair the logits are linear in the mixed row,
     ``(lam v_i + (1 - lam) v_p) W^T = lam z_i + (1 - lam) z_p`` for ``z = v W^T``, so the batch
     is scored once and its logits are mixed: the three products with ``W`` run on ``b`` rows
-    instead of ``(k + 1) b``. Backward, the logits' gradients are folded back onto the batch's
-    rows first (``G = g_clean + sum_k lam g_k + scatter_p((1 - lam) g_k)``), then
+    instead of ``k b`` (plus ``b`` with the clean loss). Backward, the logits' gradients are
+    folded back onto the batch's rows first
+    (``G = g_clean + sum_k lam g_k + scatter_p((1 - lam) g_k)``), then
     ``dW = G^T v`` and ``dv = G W``: the same sums as the row path, in another order.
     """
     b = v.shape[0]

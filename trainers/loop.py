@@ -194,7 +194,7 @@ class CellTrainer:
                             "ce/soft_ce")
         self.fused = fusable if fused is None else fused
         self.head_params = self.model.head_parameters()
-        self._onehot: tuple[Tensor | None, Tensor | None] = (None, None)  # see onehot()
+        self._onehot: tuple[Tensor | None, int, Tensor | None] = (None, -1, None)  # onehot()
         # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
         self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
             self.optimizer) else None
@@ -222,7 +222,9 @@ class CellTrainer:
 
     def load(self, directory: Path) -> None:
         """Restore from ``directory/state.pt``; the config's cell must match."""
-        state = torch.load(directory / CHECKPOINT_FILE, map_location=self.device,
+        # To CPU first: load_state_dict copies into the live tensors on the device, so a GPU
+        # never holds a second full copy of model and optimizer state.
+        state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu",
                            weights_only=True)
         # Fields a checkpoint predates take their defaults; precision is compared as resolved
         # on this device (``auto`` and ``bf16`` are the same run on a bf16-native machine).
@@ -246,13 +248,16 @@ class CellTrainer:
         """Shuffled training batches of epoch ``epoch`` (order seeded by (seed, epoch))."""
         gen = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
         order = torch.randperm(len(self.train_targets), generator=gen)
+        on_device = order.to(self.device)  # one copy per epoch: no per-batch copy that waits
         for start in range(0, len(order), self.config.batch_size):
-            idx = order[start : start + self.config.batch_size]
-            yield self.inputs(self.data.train_inputs, idx), self.train_targets[idx.to(self.device)]
+            stop = start + self.config.batch_size
+            yield (self.inputs(self.data.train_inputs, order[start:stop]),
+                   self.train_targets[on_device[start:stop]])
 
     def inputs(self, source: Any, idx: Tensor) -> Any:
         if isinstance(source, Tensor):
-            return source[idx.to(source.device)]
+            # non_blocking: a blocking host-to-GPU copy waits for all queued GPU work
+            return source[idx.to(source.device, non_blocking=True)]
         batch = pad_batch([source[i] for i in idx.tolist()], self.data.pad_id)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
@@ -293,11 +298,14 @@ class CellTrainer:
         return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
 
     def onehot(self, targets: Tensor) -> Tensor:
-        """``targets`` one-hot (float), kept while the same batch is updated again (the n
-        updates of paper-faithful mixup run on one batch)."""
-        if self._onehot[0] is not targets:
-            self._onehot = (targets, F.one_hot(targets, len(self.data.labels)).float())
-        return self._onehot[1]
+        """``targets`` one-hot, in the head's dtype, kept while the same unchanged batch is
+        updated again (the n updates of paper-faithful mixup run on one batch)."""
+        seen, version, rows = self._onehot
+        if seen is not targets or version != targets._version:  # _version: in-place changes
+            dtype = self.model.classifier.weight.dtype
+            rows = F.one_hot(targets, len(self.data.labels)).to(dtype)
+            self._onehot = (targets, targets._version, rows)
+        return rows
 
     def update(self, inputs: Any, targets: Tensor) -> Tensor:
         """One optimizer update on a batch (gradients, clipping, AdamW, schedule); its loss."""

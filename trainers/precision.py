@@ -25,7 +25,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def native_bf16(device: torch.device) -> bool:
     """True on GPUs with native bf16 (Ampere and later) and CPUs with AVX512-BF16 or AMX."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no emulation flag and reports native support only
+            return torch.cuda.is_bf16_supported()
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

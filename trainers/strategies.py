@@ -245,13 +245,18 @@ def mix_batch(
         label_vectors: ``[b, d]`` rows of W for each example's label (the paper's Y).
         onehot: ``[b, c]`` one-hot labels.
     """
+    # Eq. 2's soft label per new point: the policy's share of each class, from the policy in
+    # its own precision and elementwise (autocast would round a matmul to bf16).
+    share = weights.mean(dim=1).to(onehot.dtype)
+    class_weights = (share.unsqueeze(-1) * onehot.unsqueeze(0)).sum(dim=1)
     weights = weights.to(representations.dtype)
     # A broadcast product summed over the batch axis, not ``einsum("ndb,bd->nd")``: einsum
     # lowers to d batched (n x b) @ (b x 1) products and its backward to a slower einsum again;
-    # forward + backward cost 2-3x less on CPU (python -m benchmarks.batch_mixing).
+    # forward + backward cost 2-3x less on CPU (python -m benchmarks.batch_mixing). Autocast
+    # does not lower elementwise products: under bf16 autocast each output takes the wider
+    # dtype of its operands (einsum's batched product used to round them to bf16).
     inputs = (weights * representations.t().contiguous()).sum(dim=-1)
     labels = (weights * label_vectors.t().contiguous()).sum(dim=-1)
-    class_weights = weights.mean(dim=1).to(onehot.dtype) @ onehot
     return MixedBatch(inputs=inputs, labels=labels, class_weights=class_weights)
 
 
