@@ -16,7 +16,8 @@ subset (``--examples`` examples drawn once with ``--seed``), same batch size. By
 batch is padded to exactly ``--max-length`` tokens (a benchmark-only subclass of CellTrainer
 whose ``inputs`` indexes pre-padded tensors on the device), so all strategies do identical
 encoder work per forward; ``--dynamic-padding`` uses the loop's own per-batch padding instead.
-The strategies are interleaved after one untimed warm-up update each, in a sandwich design:
+The strategies are interleaved after one untimed warm-up update each and one untimed epoch of
+``none``, in a sandwich design:
 every repeat runs ``none, X, none, Y, none, ...`` (X, Y, ... in a rotating order), and X's ratio
 in that repeat is its epoch time over the mean of the two ``none`` epochs around it, which
 cancels slow drifts of the load of a shared machine.
@@ -73,7 +74,7 @@ class FixedLengthTrainer(CellTrainer):
 
     def inputs(self, source: Any, idx: Tensor) -> Any:
         if self.fixed is not None and source is self.data.train_inputs:
-            rows = idx.to(self.device)
+            rows = idx.to(self.device, non_blocking=True)
             return {k: v[rows] for k, v in self.fixed.items()}
         return super().inputs(source, idx)
 
@@ -121,12 +122,12 @@ def mfu_table(chosen: list[tuple[str, str, str, int, str]], seconds: dict[str, l
     FLOPs only: n passes per batch for faithful mixup, one otherwise)."""
     rows = []
     for label, _, variant, n, _ in chosen:
-        passes = n if variant == "faithful" else 1
-        flops = encoder_training_flops(model_config, lengths, passes)
+        n_passes = n if variant == "faithful" else 1
+        flops = encoder_training_flops(model_config, lengths, n_passes)
         med = median(seconds[label])
         util = mfu(flops, med, peak)
-        rows.append([label, f"{flops / 1e12:.2f}", f"{flops / med / 1e12:.2f}",
-                     "-" if util is None else f"{100 * util:.1f} %"])
+        rows.append([label, f"{flops / 1e12:.4g}", f"{flops / med / 1e12:.4g}",
+                     "-" if util is None else f"{100 * util:.4g} %"])
     peak_text = f"peak {peak:g} TFLOP/s (dense bf16)" if peak else "no peak known: --peak-tflops"
     return (table(["strategy", "model TFLOP per epoch", "model TFLOP/s", "MFU"], rows)
             + f"\n({peak_text}; real tokens only, {sum(lengths)} per epoch)")
@@ -181,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     prepared = prepare_cell(base, device)
     n_all = len(prepared.train_targets)
-    if args.examples > n_all:
-        raise SystemExit(f"--examples {args.examples} > {n_all} training examples of {args.task}")
+    if not 0 <= args.examples <= n_all:
+        raise SystemExit(f"--examples must be in [0, {n_all}] (0: all training examples of "
+                         f"{args.task}), got {args.examples}")
     args.examples = args.examples or n_all
     gen = torch.Generator().manual_seed(args.seed)
     subset = torch.randperm(n_all, generator=gen)[: args.examples].tolist()
@@ -227,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         epoch += 1
         return trainers[label].train_epoch(epoch)["epoch_seconds"]
 
+    # One untimed epoch of none first: a GPU's first pass over the batch shapes pays for
+    # allocator growth and kernel selection, which would inflate repeat 1's first none epoch.
+    run("none")
     for r in range(args.repeats):
         order = others[r % len(others):] + others[: r % len(others)] if others else []
         before = run("none")

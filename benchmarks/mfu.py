@@ -22,15 +22,17 @@ from collections.abc import Sequence
 
 import torch
 
-# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s, matched
-# against torch.cuda.get_device_name() in this order.
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s. An entry
+# applies when all its words are words of torch.cuda.get_device_name(); first match wins.
 PEAK_BF16_TFLOPS: list[tuple[tuple[str, ...], float]] = [
+    (("H200", "NVL"), 835.5),
     (("H200",), 989.4),
     (("H100", "PCIe"), 756.0),
     (("H100", "NVL"), 835.5),
     (("H100",), 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
     (("A100",), 312.0),
     (("L40S",), 362.1),
+    (("L40",), 181.0),
     (("L4",), 121.0),
 ]
 
@@ -58,9 +60,14 @@ def peak_tflops(device: torch.device, override: float | None = None) -> float | 
         return override
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    return peak_for_name(torch.cuda.get_device_name(device))
+
+
+def peak_for_name(name: str) -> float | None:
+    """Datasheet dense bf16 peak of the GPU called ``name`` (``None`` if not listed)."""
+    words = set(name.replace("-", " ").split())
     for keys, tflops in PEAK_BF16_TFLOPS:
-        if all(k in name for k in keys):
+        if words.issuperset(keys):
             return tflops
     return None
 

@@ -17,10 +17,10 @@ Guarantees and how they are kept:
       writes succeeded and their count equals the configured epochs; otherwise FAILED with a
       ``failure_reason`` tag.
     * Tracking server down: writes go through an in-order queue. A failing write stays queued
-      (with everything after it) and is retried at each later event and at the end of the sweep
-      for up to ``flush_timeout`` seconds, so training continues while the server is away and
-      the records land when it returns. If it never returns, the sweep exits non-zero and says
-      how many writes are unsent.
+      (with everything after it) and the writer thread retries it every ``retry_interval``
+      seconds (5) and at the end of the sweep for up to ``flush_timeout`` seconds, so training
+      continues while the server is away and the records land when it returns. If it never
+      returns, the sweep exits non-zero and says how many writes are unsent.
 """
 
 from __future__ import annotations
@@ -178,10 +178,11 @@ class WriteQueue:
             self._wait(lambda: self._done >= ticket)
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._writer, name="mlflow-writes",
-                                            daemon=True)
-            self._thread.start()
+        with self._cond:  # one writer even if two threads put at once
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._writer, name="mlflow-writes",
+                                                daemon=True)
+                self._thread.start()
 
     def _wait(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
         """Block until ``ready()`` or the store is failing; True when ``ready()``."""
