@@ -153,39 +153,49 @@ def _scores(logits: list[Tensor], dists: list[Tensor], weights: list[float],
     return loss, torch.softmax(z, dim=1).sub_(t).mul_(s)
 
 
-def _loss_terms(pairs: list[PairDraw], b: int, clean_loss: bool) -> tuple[list[float], bool]:
-    """Weights of the mixed blocks and whether the clean batch is scored (always for none)."""
-    clean = clean_loss or not pairs
-    mixed = [1.0 / (len(pairs) * b)] * len(pairs) if pairs else []
-    return mixed + ([1.0 / b] if clean else []), clean
+def _mix(x: Tensor, onehot: Tensor, pairs: list[PairDraw],
+         clean_loss: bool) -> tuple[list[Tensor], list[Tensor], list[float]]:
+    """The blocks to score: each draw's mixed ``x`` (Eq. 1) and target distribution (Eq. 2),
+    then the clean ``x`` when it is scored (the clean loss; always for none), with each
+    block's weight in the loss (1/(k b) for the k draws, 1/b for the clean batch).
+
+    ``x`` is the batch's rows ``v`` or, for one coefficient per pair, its logits ``v W^T``.
+    """
+    b = x.shape[0]
+    blocks, dists, weights = [], [], []
+    for draw in pairs:
+        share = draw.lam.mean(dim=1, keepdim=True)  # as trainers.strategies.mix_pairs
+        blocks.append(torch.lerp(x[draw.partner], x, draw.lam))            # Eq. 1
+        dists.append(torch.lerp(onehot[draw.partner], onehot, share))      # Eq. 2
+        weights.append(1.0 / (len(pairs) * b))
+    if clean_loss or not pairs:
+        blocks.append(x)
+        dists.append(onehot)
+        weights.append(1.0 / b)
+    return blocks, dists, weights
+
+
+def _unmix(grads: Tensor, pairs: list[PairDraw], b: int) -> Tensor:
+    """Back through :func:`_mix`: the gradient w.r.t. ``x`` of the stacked blocks' gradients
+    ``grads``. Each mixed row sends ``lam`` of its gradient to ``x_i`` and ``1 - lam`` to
+    ``x_p``; a clean block (the last ``b`` rows, when present) passes straight through."""
+    n_mixed = len(pairs) * b
+    g = grads[n_mixed:] if len(grads) > n_mixed else torch.zeros_like(grads[:b])
+    for i, draw in enumerate(pairs):
+        g_k = grads[i * b:(i + 1) * b]
+        g = g.addcmul(draw.lam, g_k).index_add_(0, draw.partner, g_k * (1 - draw.lam))
+    return g
 
 
 def _row_mix_backward(v: Tensor, onehot: Tensor, W: Tensor, pairs: list[PairDraw],
                       clean_loss: bool) -> tuple[Tensor, Tensor]:
     """Loss and ``dloss/dv`` scoring the mixed rows themselves (any ``lam`` shape); sets
     ``W.grad``."""
-    b = v.shape[0]
-    weights, clean = _loss_terms(pairs, b, clean_loss)
-    rows, dists = [], []
-    for draw in pairs:
-        share = draw.lam.mean(dim=1, keepdim=True)  # as trainers.strategies.mix_pairs
-        rows.append(torch.lerp(v[draw.partner], v, draw.lam))       # Eq. 1
-        dists.append(torch.lerp(onehot[draw.partner], onehot, share))  # Eq. 2
-    if clean:
-        rows.append(v)
-        dists.append(onehot)
+    rows, dists, weights = _mix(v, onehot, pairs, clean_loss)
     r = torch.cat(rows) if len(rows) > 1 else rows[0]
-    loss, g_logits = _scores([r @ W.t()], dists, weights, b)
+    loss, g_logits = _scores([r @ W.t()], dists, weights, v.shape[0])
     W.grad = g_logits.t() @ r
-    g_rows = g_logits @ W
-
-    # Back through the mixing (Eq. 1): each mixed row sends lam to v and 1 - lam to v[p].
-    n_mixed = len(pairs) * b
-    g_v = g_rows[n_mixed:] if clean else torch.zeros_like(v)
-    for i, draw in enumerate(pairs):
-        g_x = g_rows[i * b:(i + 1) * b]
-        g_v = g_v.addcmul(draw.lam, g_x).index_add_(0, draw.partner, g_x * (1 - draw.lam))
-    return loss, g_v
+    return loss, _unmix(g_logits @ W, pairs, v.shape[0])
 
 
 def _scalar_mix_backward(v: Tensor, onehot: Tensor, W: Tensor, pairs: list[PairDraw],
@@ -200,22 +210,9 @@ def _scalar_mix_backward(v: Tensor, onehot: Tensor, W: Tensor, pairs: list[PairD
     (``G = g_clean + sum_k lam g_k + scatter_p((1 - lam) g_k)``), then
     ``dW = G^T v`` and ``dv = G W``: the same sums as the row path, in another order.
     """
-    b = v.shape[0]
-    weights, clean = _loss_terms(pairs, b, clean_loss)
-    z = v @ W.t()
-    logits, dists = [], []
-    for draw in pairs:
-        logits.append(torch.lerp(z[draw.partner], z, draw.lam))
-        dists.append(torch.lerp(onehot[draw.partner], onehot, draw.lam))  # Eq. 2
-    if clean:
-        logits.append(z)
-        dists.append(onehot)
-    loss, g_logits = _scores(logits, dists, weights, b)
-    n_mixed = len(pairs) * b
-    g_z = g_logits[n_mixed:] if clean else torch.zeros_like(z)
-    for i, draw in enumerate(pairs):
-        g_k = g_logits[i * b:(i + 1) * b]
-        g_z = g_z.addcmul(draw.lam, g_k).index_add_(0, draw.partner, g_k * (1 - draw.lam))
+    logits, dists, weights = _mix(v @ W.t(), onehot, pairs, clean_loss)
+    loss, g_logits = _scores(logits, dists, weights, v.shape[0])
+    g_z = _unmix(g_logits, pairs, v.shape[0])
     W.grad = g_z.t() @ v
     return loss, g_z @ W
 
