@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from trainers.config import CellConfig
+
 
 def pick_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU."""
@@ -74,3 +76,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def default_data_dir() -> str:
     return os.environ.get("BATCHMIXUP_DATA_DIR") or str(Path("..") / "shared" / "data")
+
+
+def cpu_table1_config(task: str, ratio: float, strategy: str, data_dir: str,
+                      **overrides: object) -> CellConfig:
+    """One cell of ``search_spaces/cpu_table1.yaml`` (its settings and the strategy's), on CPU,
+    with ``overrides``: the frozen MiniLM head the frozen-mode benchmarks time."""
+    from orchestrator.spaces import load_sweep, resolve_source
+
+    sweep = load_sweep(resolve_source("cpu_table1", None))
+    values = {**sweep.settings, **sweep.strategy_settings.get(strategy, {}), "task": task,
+              "ratio": ratio, "strategy": strategy, "data_dir": data_dir, "device": "cpu",
+              **overrides}
+    return CellConfig.from_dict(values).validate()

@@ -28,7 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import trainers.strategies as strategies
-from benchmarks._common import default_data_dir, hardware_line, median, pick_device, table, timed
+from benchmarks._common import (
+    cpu_table1_config,
+    default_data_dir,
+    hardware_line,
+    median,
+    pick_device,
+    table,
+    timed,
+)
 from trainers.strategies import MixedBatch
 
 
@@ -78,15 +86,12 @@ def bench_mixing(device: torch.device, rounds: int) -> list[list[str]]:
 
 
 def bench_update(data_dir: str, epochs: int) -> list[list[str]]:
-    from trainers.config import CellConfig
     from trainers.loop import CellTrainer
     from trainers.prepare import prepare_cell
 
     torch.set_num_threads(1)  # as trainers.loop.train_cell does for frozen features
     device = torch.device("cpu")
-    config = CellConfig(task="banking77", ratio=0.25, model="minilm", mode="frozen",
-                        max_length=128, mlp_hidden=256, batch_size=32, head_lr=1e-3, epochs=10,
-                        strategy="batchmixup", device="cpu", data_dir=data_dir).validate()
+    config = cpu_table1_config("banking77", 0.25, "batchmixup", data_dir)
     prepared = prepare_cell(config, device)
     trainers = {name: CellTrainer(config, dataclasses.replace(prepared), device)
                 for name in FORMS}

@@ -23,8 +23,7 @@ import dataclasses
 
 import torch
 
-from benchmarks._common import default_data_dir, hardware_line, median, table
-from trainers.config import CellConfig
+from benchmarks._common import cpu_table1_config, default_data_dir, hardware_line, median, table
 from trainers.loop import CellTrainer, updates_per_batch
 from trainers.prepare import prepare_cell
 
@@ -44,22 +43,22 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per path and arm")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--mlp-hidden", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=None, help="default: cpu_table1's")
+    parser.add_argument("--mlp-hidden", type=int, default=None, help="default: cpu_table1's")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one fused faithful-mixup epoch (torch.profiler)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as trainers.loop.train_cell does for frozen features
     device = torch.device("cpu")
-    base = CellConfig(task=args.task, ratio=args.ratio, model="minilm", mode="frozen",
-                      max_length=args.max_length, mlp_hidden=args.mlp_hidden, batch_size=32,
-                      head_lr=1e-3, epochs=10, device="cpu",
-                      data_dir=args.data_dir or default_data_dir()).validate()
+    given = {k: v for k, v in (("max_length", args.max_length),
+                               ("mlp_hidden", args.mlp_hidden)) if v is not None}
+    base = cpu_table1_config(args.task, args.ratio, "none", args.data_dir or default_data_dir(),
+                             **given)
     prepared = prepare_cell(base, device)
     print(hardware_line(device))
     print(f"task {args.task} ratio {args.ratio}: {len(prepared.train_targets)} training "
-          f"examples, features d={prepared.input_dim}, MLP {args.mlp_hidden}, batch 32; "
-          f"{args.epochs} interleaved epochs per path")
+          f"examples, features d={prepared.input_dim}, MLP {base.mlp_hidden}, "
+          f"batch {base.batch_size}; {args.epochs} interleaved epochs per path")
     rows = []
     for label, overrides in ARMS:
         config = dataclasses.replace(base, **overrides).validate()
