@@ -217,8 +217,10 @@ def start_ray(args: argparse.Namespace) -> None:
             raise SweepError(f"cannot connect to Ray at {args.address}: "
                              f"{str(exc).splitlines()[0]}") from None
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
-                 **kwargs)
+        # "local": always a new Ray of our own, never a cluster found through RAY_ADDRESS or the
+        # address file a (possibly dead) `ray start` left in Ray's temp folder.
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+                 dashboard_host="127.0.0.1", **kwargs)
 
 
 def tune_loggers() -> list:

@@ -27,7 +27,7 @@ ITERATIONS = 40
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
