@@ -8,6 +8,7 @@ file, and :meth:`CellConfig.params` is what gets logged.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -215,29 +216,65 @@ class CellConfig:
 
 
 def coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Coerce ``value`` (possibly a string from a CLI ``--set``) to the field's type."""
+    """Check ``value`` against the field's type; parse it when it is a string (CLI flags, --set).
+
+    Strict: a non-string value must already have the field's type (no ``True`` from ``0.7``,
+    no ``1`` from ``true`` or ``2.0``); ``None`` only for optional fields. Strings are parsed
+    whole (``"2"`` for an int, ``"0.5"`` or ``"1e-3"`` for a float, ``true``/``false`` (also
+    ``yes``/``no``, ``1``/``0``) for a bool). Raises :class:`ConfigError` naming the field.
+    """
     kind = str(annotation)
+    base = kind.replace("| None", "").replace("None |", "").strip()
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ConfigError(f"{name} must be of type {base}, got None")
+    parse = _PARSERS.get(base)
+    if parse is None:
+        return value
     try:
-        if value is None or kind.startswith("str"):
-            return None if value is None else str(value)
-        if kind == "bool":
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                    raise ValueError(value)
-                return lowered in {"true", "1", "yes"}
-            return bool(value)
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-                raise ValueError(value)
-            return int(value)
-        if kind == "float":
-            return float(value)
+        return parse(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be of type {kind}, got {value!r}") from None
-    return value
+        raise ConfigError(f"{name} must be of type {base}, got {value!r}") from None
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    raise TypeError(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"true", "yes", "1"}:
+            return True
+        if lowered in {"false", "no", "0"}:
+            return False
+    raise ValueError(value)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise ValueError(value)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, (numbers.Real, str)):
+        return float(value)
+    raise TypeError(value)
+
+
+_PARSERS = {"str": _as_str, "bool": _as_bool, "int": _as_int, "float": _as_float}
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import zlib
@@ -252,10 +253,26 @@ def _label_index(label: str, label_ids: Mapping[str, int], path: Path, where: st
     return label_ids[label]
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, a leading byte-order mark dropped (Excel writes one); other
+    encodings are a :class:`DataError` naming the line of the first undecodable byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as "
+            "UTF-8 (e.g. 'iconv -f latin1 -t utf-8')"
+        ) from None
+
+
 def _read_rows(path: Path, *, delimiter: str, quoting: int) -> list[dict[str, str]]:
-    """Rows of a delimited file with a header, each as a dict; columns checked by the caller."""
+    """Rows of a delimited file with a header, each as a dict; columns checked by the caller.
+
+    UTF-8 with or without a byte-order mark; LF or CRLF line ends (what Excel writes)."""
     _need_file(path)
-    with path.open(newline="", encoding="utf-8") as fh:
+    with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
         header = next(reader, None)
         if not header:
@@ -370,7 +387,7 @@ def _banking77_labels(folder: Path, train_rows: Sequence[Mapping[str, str]]) -> 
     if not path.is_file():
         return sorted({row["category"] for row in train_rows})
     try:
-        categories = json.loads(_need_file(path).read_text(encoding="utf-8"))
+        categories = json.loads(_read_text(_need_file(path)))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
@@ -463,7 +480,7 @@ def _read_fewrel_file(path: Path) -> dict[str, list[str]]:
     """Relation id -> texts with entity markers, from one FewRel JSON file."""
     _need_file(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(raw, dict) or not raw:
@@ -555,7 +572,7 @@ def _load_fewrel_hub(options: LoadOptions) -> TaskData:
 def _read_json_records(path: Path) -> list[dict[str, Any]]:
     """JSON lines (or, for ``.json``, one JSON array) of objects."""
     _need_file(path)
-    content = path.read_text(encoding="utf-8")
+    content = _read_text(path)
     if not content.strip():
         raise DataError(f"empty file {path}")
     if path.suffix.lower() == ".json" and content.lstrip().startswith("["):

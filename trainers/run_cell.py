@@ -27,6 +27,7 @@ from trainers.config import (
     CellConfig,
 )
 from trainers.errors import CellError, TrainingDiverged
+from trainers.paths import check_writable_dir
 from trainers.precision import PRECISIONS
 from trainers.strategies import LOSSES, STRATEGIES
 
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.pop("resume")
     try:
         config = CellConfig.from_dict(args).validate()
+        if checkpoint_dir:
+            check_writable_dir("--checkpoint-dir", checkpoint_dir)
+        check_writable_dir("--cache-dir", config.resolved_cache_dir())
         from trainers.loop import train_cell  # heavy imports only after the flags are valid
 
         result = train_cell(config, checkpoint_dir=checkpoint_dir,
