@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from trainers.config import TASKS, CellConfig
+from trainers.config import TASKS, CellConfig, coerce
 from trainers.errors import ConfigError
 from trainers.strategies import STRATEGIES
 
@@ -124,7 +124,8 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
     Args:
         file: the YAML file.
         overrides: ``tasks``, ``ratios``, ``strategies``, ``seeds`` (lists, replacing the
-            file's), ``settings`` (a dict merged over the file's), ``name``.
+            file's), ``settings`` (a dict merged over the file's), ``name``. An error in an
+            override names its flag (``--tasks``, ``--set``, ...), not the file.
     """
     source = str(file)
     try:
@@ -138,40 +139,65 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
         raise SweepError(f"{source}: unknown field(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(sorted(TOP_LEVEL))}")
     overrides = overrides or {}
+    where = {key: f"{source}: field '{key}'" for key in TOP_LEVEL}
     for key in ("tasks", "ratios", "strategies", "seeds", "name"):
         if overrides.get(key) is not None:
             raw[key] = overrides[key]
-    settings = dict(_mapping(source, "settings", raw.get("settings", {})))
-    settings.update(overrides.get("settings") or {})
+            where[key] = f"--{key}"
+    file_settings = _settings(source, "settings",
+                              dict(_mapping(source, "settings", raw.get("settings", {}))))
+    extra = overrides.get("settings") or {}
     sweep = Sweep(
-        name=_name(source, raw.get("name", file.stem)),
+        name=_name(where["name"], raw.get("name", file.stem)),
         description=str(raw.get("description", "")),
         source=source,
-        tasks=_tasks(source, raw.get("tasks")),
-        ratios=_ratios(source, raw.get("ratios")),
-        arms=_arms(source, raw.get("strategies")),
-        seeds=_seeds(source, raw.get("seeds")),
-        settings=_settings(source, "settings", settings),
+        tasks=_tasks(where["tasks"], raw.get("tasks")),
+        ratios=_ratios(where["ratios"], raw.get("ratios")),
+        arms=_arms(source, where["strategies"], raw.get("strategies")),
+        seeds=_seeds(where["seeds"], raw.get("seeds")),
+        settings={**file_settings, **_settings("--set", "", extra)},
         strategy_settings=_strategy_settings(source, raw.get("strategy_settings", {})),
         resources=_resources(source, raw.get("resources", {})),
         search=dict(_mapping(source, "search", raw.get("search", {}))),
     )
+    _check_settings(sweep, file_settings, extra)
     # Per-strategy settings are checked even for strategies the grid (or --strategies) omits.
-    for strategy, extra in sweep.strategy_settings.items():
+    for strategy, settings in sweep.strategy_settings.items():
         try:
-            CellConfig.from_dict({**sweep.settings, **extra, "task": sweep.tasks[0],
+            CellConfig.from_dict({**sweep.settings, **settings, "task": sweep.tasks[0],
                                   "strategy": strategy}).validate()
         except ConfigError as exc:
             raise SweepError(f"{source}: field 'strategy_settings.{strategy}': {exc}") from None
     return sweep
 
 
+def _check_settings(sweep: Sweep, file_settings: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Validate the shared settings, blaming the file's 'settings' or the overrides (--set)."""
+    def problem(values: dict[str, Any]) -> str | None:
+        try:
+            CellConfig.from_dict({**values, "task": sweep.tasks[0]}).validate()
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    combined = problem({**file_settings, **extra})
+    if combined is None:
+        return
+    if problem(file_settings) == combined or not extra:
+        raise SweepError(f"{sweep.source}: field 'settings': {combined}")
+    for key, value in extra.items():  # the override that alone brings the error
+        if problem({**file_settings, key: value}) == combined:
+            shown = format(value, "g") if isinstance(value, float) else value
+            raise SweepError(f"--set {key}={shown}: {combined}")
+    raise SweepError(f"--set: {combined}")
+
+
 # ---------------------------------------------------------------------- field validators
-def _list(source: str, name: str, value: Any) -> list[Any]:
+def _list(where: str, value: Any) -> list[Any]:
     if value is None:
-        raise SweepError(f"{source}: field '{name}' is required")
+        raise SweepError(f"{where} is required")
     if not isinstance(value, list) or not value:
-        raise SweepError(f"{source}: field '{name}' must be a non-empty list, got {value!r}")
+        raise SweepError(f"{where} must be a non-empty list, got {value!r}")
     return value
 
 
@@ -183,58 +209,67 @@ def _mapping(source: str, name: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _name(source: str, value: Any) -> str:
-    text = str(value)
-    if not text or any(c in text for c in "\\:*?\"<>|") or text.startswith("."):
-        raise SweepError(f"{source}: field 'name' must be a plain name, got {value!r}")
+def _name(where: str, value: Any) -> str:
+    """The experiment name: also a folder name under --storage-path and results/, so no path
+    separators, no '..', nothing a shell or a filesystem treats specially."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if (not text or text.strip() != text or text.startswith(".") or ".." in text
+            or any(c in text for c in "/\\:*?\"<>|'") or not text.isprintable()):
+        raise SweepError(f"{where} must be a plain name (letters, digits, '-', '_', '.'; no "
+                         f"'/' or '..'), got {value!r}")
     return text
 
 
-def _tasks(source: str, value: Any) -> list[str]:
-    tasks = _list(source, "tasks", value)
+def _tasks(where: str, value: Any) -> list[str]:
+    tasks = _list(where, value)
     for task in tasks:
         if task not in TASKS:
-            raise SweepError(f"{source}: field 'tasks': unknown task {task!r}; allowed: "
-                             f"{', '.join(TASKS)}")
+            raise SweepError(f"{where}: unknown task {task!r}; allowed: {', '.join(TASKS)}")
     return [str(t) for t in tasks]
 
 
-def _ratios(source: str, value: Any) -> list[float]:
+def _ratios(where: str, value: Any) -> list[float]:
     out = []
-    for ratio in _list(source, "ratios", value):
+    for ratio in _list(where, value):
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise SweepError(f"{source}: field 'ratios': each ratio must be a number in (0, 1], "
-                             f"got {ratio!r}")
+            raise SweepError(f"{where}: each ratio must be a number in (0, 1], got {ratio!r}")
         out.append(float(ratio))
     return out
 
 
-def _seeds(source: str, value: Any) -> list[int]:
-    seeds = _list(source, "seeds", value)
+def _seeds(where: str, value: Any) -> list[int]:
+    seeds = _list(where, value)
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise SweepError(f"{source}: field 'seeds': each seed must be a non-negative "
-                             f"integer, got {seed!r}")
+            raise SweepError(f"{where}: each seed must be a non-negative integer, got {seed!r}")
     if len(set(seeds)) != len(seeds):
-        raise SweepError(f"{source}: field 'seeds' has duplicates: {seeds}")
+        raise SweepError(f"{where} has duplicates: {seeds}")
     return list(seeds)
 
 
 def _settings(source: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in fields(CellConfig)} - CELL_AXES
-    for key in value:
+    """Check the keys and the type of each value (strict: no bool from 0.7, no int from 2.0).
+
+    ``source`` "--set" with an empty ``name`` labels errors as ``--set key=value``."""
+    known = {f.name: f for f in fields(CellConfig)}
+    out = {}
+    for key, item in value.items():
+        label = f"--set {key}={item}" if source == "--set" else f"{source}: field '{name}.{key}'"
         if key in CELL_AXES:
-            raise SweepError(f"{source}: field '{name}.{key}': set {key} through the "
-                             f"'{key}s' list (or --{key}s), not in {name}")
+            raise SweepError(f"{label}: set {key} through the '{key}s' list (or --{key}s)")
         if key not in known:
-            raise SweepError(f"{source}: field '{name}.{key}': unknown setting; allowed: "
-                             f"{', '.join(sorted(known))}")
-    return dict(value)
+            raise SweepError(f"{label}: unknown setting; allowed: "
+                             f"{', '.join(sorted(set(known) - CELL_AXES))}")
+        try:
+            out[key] = coerce(key, item, known[key].type)
+        except ConfigError as exc:
+            raise SweepError(f"{label}: {exc}") from None
+    return out
 
 
-def _arms(source: str, value: Any) -> list[Arm]:
+def _arms(source: str, where: str, value: Any) -> list[Arm]:
     arms = []
-    for entry in _list(source, "strategies", value):
+    for entry in _list(where, value):
         if isinstance(entry, str):
             arm = Arm(entry, entry)
         elif isinstance(entry, dict) and "strategy" in entry:
@@ -242,17 +277,17 @@ def _arms(source: str, value: Any) -> list[Arm]:
             arm = Arm(str(entry.get("name", entry["strategy"])), str(entry["strategy"]),
                       _settings(source, f"strategies.{entry.get('name', '?')}", extra))
         else:
-            raise SweepError(f"{source}: field 'strategies': each entry is a strategy name or "
-                             f"a mapping with 'strategy', got {entry!r}")
+            raise SweepError(f"{where}: each entry is a strategy name or a mapping with "
+                             f"'strategy', got {entry!r}")
         if arm.strategy not in STRATEGIES:
-            raise SweepError(f"{source}: field 'strategies': unknown strategy "
-                             f"{arm.strategy!r}; allowed: {', '.join(STRATEGIES)}")
-        if "/" in arm.name:
-            raise SweepError(f"{source}: field 'strategies': name {arm.name!r} contains '/'")
+            raise SweepError(f"{where}: unknown strategy {arm.strategy!r}; allowed: "
+                             f"{', '.join(STRATEGIES)}")
+        if "/" in arm.name or ".." in arm.name:
+            raise SweepError(f"{where}: name {arm.name!r} contains '/' or '..'")
         arms.append(arm)
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
-        raise SweepError(f"{source}: field 'strategies' has duplicate names: {names}")
+        raise SweepError(f"{where} has duplicate names: {names}")
     return arms
 
 
@@ -275,19 +310,25 @@ def _resources(source: str, value: Any) -> dict[str, float]:
                              f"{', '.join(sorted(RESOURCE_KEYS))}")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
             raise SweepError(f"{source}: field 'resources.{key}' must be a number >= 0")
+        if key == "max_concurrent" and (not isinstance(amount, int) or amount < 1):
+            raise SweepError(f"{source}: field 'resources.max_concurrent' must be an integer "
+                             ">= 1")
         out[key] = float(amount)
     return out
 
 
-def parse_set(items: list[str]) -> dict[str, str]:
-    """``--set key=value`` pairs -> dict (values stay strings; CellConfig coerces them)."""
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs -> dict of typed values.
+
+    Each value is parsed for its CellConfig field here (strictly: ``epochs=2.5`` and
+    ``clean_loss=0.7`` are errors), so a bad value is blamed on ``--set key=value``."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SweepError(f"--set expects key=value, got {item!r}")
         out[key.strip().replace("-", "_")] = value.strip()
-    return out
+    return _settings("--set", "", out)
 
 
 def parse_list(flag: str, text: str | None, kind: type) -> list[Any] | None:
