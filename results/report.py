@@ -32,6 +32,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from results import figure1, paper, plots, tables
 from results.runs import DEFAULT_TRACKING_URI, ReportError, SweepData, load_sweep
+from results.uris import redact_uri
 
 __all__ = ["ReportError", "build_report", "main", "write_report"]
 
@@ -108,7 +109,8 @@ def _markdown(
     out: list[str] = [
         f"# BatchMixup sweep report: {data.experiment}",
         "",
-        f"- Generated {now} from MLflow `{data.tracking_uri}`, experiment id {data.experiment_id}.",
+        f"- Generated {now} from MLflow `{redact_uri(data.tracking_uri)}`, "
+        f"experiment id {data.experiment_id}.",
         f"- Final-phase cell runs: {len(finals)} ({status_counts or 'none'}); "
         f"finished cells used: {int(t1['n'].sum())}; search trials: {len(trials)}.",
         f"- Sweep tag(s): {sweeps}. Git commit(s): {commits}.",

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import Run, ViewType
+# MLflow's HTTP client retries for minutes by default (an unreachable server took 254 s to
+# fail); open_client probes the server itself, so one quick attempt per request is enough.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+import pandas as pd  # noqa: E402 - after the MLflow settings above
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Run, ViewType  # noqa: E402
+
+from results.uris import health_request, redact_text, redact_uri  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+STORE_TIMEOUT_S = 5.0
 
 CELL_TAGS = ("task", "ratio", "strategy", "seed")
 """Tags a cell run needs to be placed in the tables."""
@@ -46,7 +57,12 @@ PARAM_PREFIX = "param."
 
 
 class ReportError(Exception):
-    """The report cannot be made (unknown experiment, no cell runs, no store); one-line message."""
+    """The report cannot be made (unknown experiment, no cell runs, no store); one-line message.
+
+    Its text never shows credentials of a tracking URI (``http://user:***@host``)."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 @dataclass
@@ -91,10 +107,35 @@ def _check_sqlite_store_exists(tracking_uri: str) -> None:
         raise ReportError(f"no MLflow store at {db_path} (tracking URI {tracking_uri})")
 
 
+def _check_server_reachable(tracking_uri: str) -> None:
+    """An ``http(s)://`` store must answer ``/health`` within :data:`STORE_TIMEOUT_S`."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(health_request(tracking_uri), timeout=STORE_TIMEOUT_S):
+            pass
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ReportError(f"tracking server {redact_uri(tracking_uri)} is unreachable "
+                          f"({reason})") from None
+
+
 def open_client(tracking_uri: str) -> MlflowClient:
-    """Return a client for an existing store; raise ReportError for a missing sqlite file."""
+    """Return a client for an existing, reachable store.
+
+    Raises ReportError (one line, within seconds) for a missing sqlite file, a server that does
+    not answer, or a store MLflow cannot open (a missing database driver, a bad URI).
+    """
     _check_sqlite_store_exists(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri)
+    _check_server_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any store failure is one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ReportError(f"cannot read the MLflow store {redact_uri(tracking_uri)}: "
+                          f"{type(exc).__name__}: {first[:300]}") from None
+    return client
 
 
 def _search_all_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
