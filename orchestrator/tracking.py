@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from orchestrator.store import check_db_driver
+from results.uris import health_request, redact_text, redact_uri
 from trainers.errors import ConfigError
 
 # MLflow's HTTP client retries for minutes by default; our queue does the retrying instead.
@@ -72,12 +74,14 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            with urllib.request.urlopen(health_request(uri), timeout=timeout) as reply:
                 if reply.status != 200:
-                    raise TrackingError(f"tracking server {uri} answered HTTP {reply.status}")
+                    raise TrackingError(f"tracking server {redact_uri(uri)} answered HTTP "
+                                        f"{reply.status}")
         except (TimeoutError, urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it "
+            raise TrackingError(f"tracking server {redact_uri(uri)} is unreachable ({reason}); "
+                                "start it "
                                 "(mlflow server --host 127.0.0.1 ...) or pass --tracking-uri"
                                 ) from None
         return
@@ -92,8 +96,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     if parsed.scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri!r}: MLflow 3 needs a database or a server; use "
                             "sqlite:///path/mlflow.db or http://host:port")
-    if parsed.scheme not in ("postgresql", "mysql", "mssql", "databricks"):
+    if parsed.scheme.split("+", 1)[0] not in ("postgresql", "mysql", "mssql", "databricks"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+    check_db_driver(uri)  # a missing psycopg etc.: one line now, not a traceback later
 
 
 def git_commit() -> str:
@@ -226,7 +231,8 @@ class WriteQueue:
             try:
                 op()
             except Exception as exc:  # noqa: BLE001 - any store error means "retry later"
-                message = f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                first = redact_text(str(exc).splitlines()[0][:200]) if str(exc) else ""
+                message = f"{label}: {type(exc).__name__}: {first}"
                 with self._cond:
                     if self.failed_since is None:
                         self.failed_since = time.monotonic()
@@ -295,7 +301,8 @@ class SweepTracker:
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
         state = self.__dict__.copy()
-        state.update(_client=None, _experiment_id=None, queue=WriteQueue(), cells={})
+        state.update(_client=None, _experiment_id=None, queue=WriteQueue(), cells={},
+                     tracking_uri=redact_uri(self.tracking_uri))  # no credentials on disk
         return state
 
     # ---------------------------------------------------------------- store access
