@@ -50,6 +50,7 @@ writes unsent), 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -549,7 +550,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
                                     grace_period=min(plan.grace_period, epochs),
                                     reduction_factor=plan.reduction_factor),
             max_concurrent_trials=concurrency(args, resources, plan.num_samples),
-            reuse_actors=True,
+            reuse_actors=sweep_cli.reuse_actors(args),
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-search-{group.key.replace('/', '_')}",
@@ -907,6 +908,10 @@ def run(args: argparse.Namespace) -> int:
     check_tracking_uri(tracking_uri)
     storage = sweep_cli.resolve_storage(args.storage_path)
     sweep_cli.check_storage(storage)
+    if args.address:
+        sweep_cli.check_address(args.address)
+    sweep_cli.preflight(args, sweep, storage, [f"{sweep.name}-final"])
+    sweep_cli.hold_sweep_lock(args, tracking_uri, sweep.name)  # both phases, one experiment
     if args.phase == "final":
         final_cells(sweep, groups, choices)  # fail before Ray starts if a choice is missing
     code = 0
@@ -923,14 +928,16 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (SweepError, TrackingError, CellError, ConfigError) as exc:
-        return sweep_cli.fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command: groups already chosen are kept, final "
-              "cells already FINISHED are skipped", file=sys.stderr)
-        return 130
+    with contextlib.ExitStack() as cleanup:  # the sweep lock is released on every exit
+        args.cleanup = cleanup
+        try:
+            return run(args)
+        except (SweepError, TrackingError, CellError, ConfigError) as exc:
+            return sweep_cli.fail(str(exc))
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command: groups already chosen are kept, "
+                  "final cells already FINISHED are skipped", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Exit codes: 0 all cells FINISHED; 1 some cell FAILED or tracking writes could no
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import socket
 import sys
@@ -22,6 +24,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from orchestrator.lock import sweep_lock
+from orchestrator.preflight import (
+    check_num_cpus,
+    check_resume_storage,
+    check_schedulable,
+    cluster_nodes,
+    experiment_dir,
+    finite_wait,
+    local_totals,
+)
+from orchestrator.preflight import check_storage as check_storage_location
 from orchestrator.spaces import (
     Cell,
     Sweep,
@@ -32,6 +45,7 @@ from orchestrator.spaces import (
     preset_names,
     resolve_source,
 )
+from orchestrator.store import prepare_store
 from orchestrator.tracking import (
     SweepTracker,
     TrackingError,
@@ -39,6 +53,7 @@ from orchestrator.tracking import (
     default_tracking_uri,
     git_commit,
 )
+from results.uris import redact_text, redact_uri
 from trainers.errors import CellError
 
 EPILOG = """examples:
@@ -92,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep from "
                    "its Tune state: finished cells are kept, interrupted ones resume from "
-                   "their checkpoints")
+                   "their checkpoints. Tune state is unpickled: the storage folder must be "
+                   "yours and not writable by others, or --resume refuses it")
+    r.add_argument("--allow-pending", action="store_true", help="start even if no node of "
+                   "the cluster can run a trial yet (an autoscaling cluster that adds nodes on "
+                   "demand); without it such a request fails at once naming what is missing")
+    r.add_argument("--wait-for-lock", type=float, nargs="?", const=math.inf, default=None,
+                   metavar="SECONDS", help="if another sweep of the same experiment is "
+                   "running against the same tracking store, wait for it to end (at most "
+                   "SECONDS; no value: as long as it takes) instead of refusing")
     t = p.add_argument_group("tracking and report")
     t.add_argument("--tracking-uri", help="MLflow store: sqlite:///path.db or http://host:port "
                    "(default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
@@ -105,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {redact_text(message)}", file=sys.stderr, flush=True)
     return 2
 
 
@@ -138,6 +161,8 @@ def check_ray_args(args: argparse.Namespace) -> None:
             raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
+    check_num_cpus(args.num_cpus)
+    finite_wait(getattr(args, "wait_for_lock", None))
 
 
 def check_inputs(cells: list[Cell]) -> None:
@@ -170,16 +195,9 @@ def resolve_storage(value: str | None) -> str:
 
 
 def check_storage(location: str) -> None:
-    if "://" in location:
-        return
-    path = Path(location)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise SweepError(f"storage path {path} is not writable ({exc.strerror or exc})") from None
+    """A local storage path must be (or become) a writable folder; creates nothing (Tune
+    creates it when the sweep starts), so a rejected launch leaves no empty folder."""
+    check_storage_location(location)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -199,8 +217,12 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def start_ray(args: argparse.Namespace) -> None:
+    if not args.address:
+        loopback_only()
     import ray
 
+    if ray.is_initialized():  # already connected by the pre-flight check of --address
+        return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Save Tune's experiment state often, so --resume after a driver crash loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -214,13 +236,27 @@ def start_ray(args: argparse.Namespace) -> None:
         try:
             ray.init(address=args.address, **kwargs)
         except (ConnectionError, RuntimeError) as exc:
-            raise SweepError(f"cannot connect to Ray at {args.address}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise SweepError(f"cannot connect to Ray at {redact_uri(args.address)}: "
+                             f"{redact_text(str(exc).splitlines()[0])}") from None
     else:
         # "local": always a new Ray of our own, never a cluster found through RAY_ADDRESS or the
         # address file a (possibly dead) `ray start` left in Ray's temp folder.
+        os.environ.pop("RAY_ADDRESS", None)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
                  dashboard_host="127.0.0.1", **kwargs)
+
+
+def loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only (GCS, raylet, object manager, workers).
+
+    Ray binds every gRPC server to all interfaces unless the node's IP is 127.0.0.1, and
+    ``ray.init`` turns a requested 127.0.0.1 into the machine's address unless "clusters" are
+    disabled, as they are by default on macOS and Windows. The same switch here: the
+    environment variable for Ray's processes, the constant for an already imported Ray.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray._private.ray_constants" in sys.modules:
+        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
 
 
 def tune_loggers() -> list:
@@ -267,19 +303,59 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
               flush=True)
 
 
-def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, float]:
-    import ray
+def trial_resources(args: argparse.Namespace, sweep: Sweep,
+                    totals: dict[str, float] | None = None) -> dict[str, float]:
+    """Per-trial CPUs and GPUs: the flags, else the sweep file's, else defaults fitted to
+    ``totals`` (the cluster's resources; by default read from the connected Ray)."""
+    if totals is None:
+        import ray
 
+        totals = ray.cluster_resources()
     gpus = args.gpus_per_trial
     if gpus is None:
         gpus = sweep.resources.get("gpus_per_trial")
-        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        has_gpu = totals.get("GPU", 0) > 0
         gpus = (gpus if gpus is not None else 1.0) if has_gpu else 0.0
     cpus = args.cpus_per_trial
     if cpus is None:
         cpus = sweep.resources.get("cpus_per_trial", 1.0)
-        cpus = min(cpus, max(1.0, ray.cluster_resources().get("CPU", 1.0)))
+        cpus = min(cpus, max(1.0, totals.get("CPU", 1.0)))
     return {"cpu": float(cpus), "gpu": float(gpus)}
+
+
+def preflight(args: argparse.Namespace, sweep: Sweep, storage: str,
+              tune_names: list[str] | None = None) -> None:
+    """The checks after the flags, data and services, before anything is created.
+
+    ``--resume`` trusts only Tune state the current user alone can write; every trial's
+    request must fit one node (the local Ray's known size, or the cluster's nodes: this
+    connects to ``--address``) unless ``--allow-pending``. ``tune_names``: the Tune runs under
+    ``storage`` (default: the sweep's name).
+    """
+    for name in tune_names or [sweep.name]:
+        experiment_dir(storage, name)
+        if args.resume:
+            check_resume_storage(storage, name)
+    if args.allow_pending:
+        return
+    if args.address:
+        start_ray(args)
+        check_schedulable(trial_resources(args, sweep), cluster_nodes(),
+                          f"the Ray cluster at {redact_uri(args.address)}")
+    else:
+        totals = local_totals(args.num_cpus)
+        check_schedulable(trial_resources(args, sweep, totals), [totals], "the local Ray")
+
+
+def hold_sweep_lock(args: argparse.Namespace, tracking_uri: str, experiment: str) -> None:
+    """Initialise the store once (safe against a concurrent launch), then hold the
+    experiment's lock (orchestrator/lock.py) until :func:`main` returns."""
+    prepare_store(tracking_uri)
+    cleanup = getattr(args, "cleanup", None)
+    if cleanup is None:
+        raise RuntimeError("run() holds the sweep lock on main()'s cleanup stack")
+    cleanup.enter_context(sweep_lock(tracking_uri, experiment, wait=args.wait_for_lock,
+                                     log=lambda line: print(line, flush=True)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
     check_storage(storage)
     if args.address:
         check_address(args.address)
+    preflight(args, sweep, storage)
+    hold_sweep_lock(args, tracking_uri, sweep.name)
 
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
                            base_tags={"sweep": sweep.name, "git_commit": git_commit()})
@@ -305,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     todo = [c for c in cells if c.name not in finished]
     skipped = len(cells) - len(todo)
     print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {skipped} already FINISHED "
-          f"in MLflow ({tracking_uri}), {len(todo)} to run", flush=True)
+          f"in MLflow ({redact_uri(tracking_uri)}), {len(todo)} to run", flush=True)
 
     start_ray(args)
     resources = trial_resources(args, sweep)
@@ -352,7 +430,7 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
-                                        reuse_actors=True,
+                                        reuse_actors=reuse_actors(args),
                                         trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
@@ -364,6 +442,17 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
     results = tuner.fit()
     keep_latest(results)
     return mlflow_cb.outcomes
+
+
+def reuse_actors(args: argparse.Namespace) -> bool:
+    """Reuse trial actors only on a local (single-node) Ray.
+
+    On a cluster a node can die: Tune then restores the trial into a cached actor that lived
+    on that node (Ray has not yet declared it dead), the restore fails while the trial is
+    PENDING, and Tune errors the trial at once instead of retrying it (its --max-failures
+    unused). Fresh actors are placed only on live nodes.
+    """
+    return not args.address
 
 
 def _trial_name(trial: Any) -> str:
@@ -398,7 +487,7 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
         print(f"FAILED {cell}: {state.failure}")
     finished = sum(r["status"] == "FINISHED" for r in rows)
     print(f"\n[{sweep.name}] {finished}/{len(cells)} cells FINISHED; MLflow experiment "
-          f"{sweep.name!r} at {tracking_uri}")
+          f"{sweep.name!r} at {redact_uri(tracking_uri)}")
     if tracking_uri.startswith("sqlite:///"):
         print(f"  open the UI: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 "
               "--port 5000")
@@ -415,19 +504,22 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
                                 Path(args.report_dir) if args.report_dir else None)
             print(f"  report: {path}")
         except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say why
-            print(f"warning: report not written: {exc}", file=sys.stderr)
+            print(f"warning: report not written: {redact_text(str(exc))}", file=sys.stderr)
     return 0 if finished == len(cells) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (SweepError, TrackingError, CellError) as exc:
-        return fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
+    with contextlib.ExitStack() as cleanup:  # the sweep lock is released on every exit
+        args.cleanup = cleanup
+        try:
+            return run(args)
+        except (SweepError, TrackingError, CellError) as exc:
+            return fail(str(exc))
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command with --resume to continue",
+                  file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
