@@ -47,6 +47,8 @@ from trainers.errors import ConfigError
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# MLflow prints "View run ... at: <tracking URI>" per finished run, credentials included.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "train_loss",
                  "epoch_seconds", "examples_per_second", "trial_seconds")

@@ -19,6 +19,8 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# MLflow prints "View run ... at: <tracking URI>" per finished run, credentials included.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import pandas as pd  # noqa: E402 - after the MLflow settings above
 from mlflow import MlflowClient  # noqa: E402
