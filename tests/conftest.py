@@ -12,6 +12,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
+def _hermetic_environment() -> None:
+    """Make the session independent of where pytest runs and of what else runs here.
+
+    * ``BATCHMIXUP_DATA_DIR=../shared/data`` (the README's command) is resolved once, against
+      the folder pytest was started from, before any test changes its working directory:
+      subprocesses run in temporary folders and inherit the absolute path.
+    * A ``RAY_ADDRESS`` left in the environment (or a live or dead ``ray start`` cluster) must
+      not be joined: every Ray a test starts is its own (``address="local"``, or an explicit
+      cluster address).
+    """
+    data = os.environ.get("BATCHMIXUP_DATA_DIR")
+    if data:
+        os.environ["BATCHMIXUP_DATA_DIR"] = str(Path(data).expanduser().resolve())
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+_hermetic_environment()
+
 # Settings every test cell shares, so that frozen features are extracted once per task.
 FAST = {"model": "minilm", "mode": "frozen", "max_length": 64}
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +25,7 @@ def sweep_env(cache_dir: Path) -> dict[str, str]:
     env = {**os.environ, "BATCHMIXUP_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO_ROOT), "RAY_DEDUP_LOGS": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
     return env
 
 
@@ -101,3 +107,61 @@ def steps(tracking_uri: str, run_id: str, key: str = "epoch_seconds") -> list[in
 
     return sorted(m.step for m in MlflowClient(tracking_uri=tracking_uri)
                   .get_metric_history(run_id, key))
+
+
+class LiveSweep:
+    """``python -m orchestrator.sweep`` in its own process group, its output read live."""
+
+    def __init__(self, args: list[str], cwd: Path, cache_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.tag = uuid.uuid4().hex
+        env = {**sweep_env(cache_dir), **(env or {}), "BATCHMIXUP_TEST_TAG": self.tag}
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
+                                     cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.log = cwd / f"live-{self.tag[:6]}.log"
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        with open(self.log, "w") as log:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                log.write(line)
+                log.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> None:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(regex.search(line) for line in list(self.lines)):
+                return
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        pytest.fail(f"never saw {pattern!r}; output:\n{''.join(self.lines)[-4000:]}")
+
+    def workers(self) -> list[psutil.Process]:
+        """This sweep's Tune trial processes (found by the tag in their environment)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                title = " ".join(proc.info["cmdline"] or [])
+                mine = proc.environ().get("BATCHMIXUP_TEST_TAG") == self.tag
+                if "ImplicitFunc" in title and mine:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+    def kill_all(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.reader.join(timeout=10)

@@ -7,89 +7,26 @@ epoch exactly once.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
 from orchestrator.spaces import load_sweep, resolve_source
+from tests.node_loss import two_node_scenario
 from tests.sweep_helpers import (
+    LiveSweep,
     cell_runs,
     free_port,
     run_sweep,
     start_mlflow_server,
     steps,
     stop,
-    sweep_env,
 )
 from trainers.loop import train_cell
-
-
-class LiveSweep:
-    """``python -m orchestrator.sweep`` in its own process group, its output read live."""
-
-    def __init__(self, args: list[str], cwd: Path, cache_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
-        self.tag = uuid.uuid4().hex
-        env = {**sweep_env(cache_dir), **(env or {}), "BATCHMIXUP_TEST_TAG": self.tag}
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
-                                     cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self.log = cwd / f"live-{self.tag[:6]}.log"
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        with open(self.log, "w") as log:
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                log.write(line)
-                log.flush()
-
-    def wait_for(self, pattern: str, timeout: float = 300) -> None:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(regex.search(line) for line in list(self.lines)):
-                return
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.1)
-        pytest.fail(f"never saw {pattern!r}; output:\n{''.join(self.lines)[-4000:]}")
-
-    def workers(self) -> list[psutil.Process]:
-        """This sweep's Tune trial processes (found by the tag in their environment)."""
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                title = " ".join(proc.info["cmdline"] or [])
-                mine = proc.environ().get("BATCHMIXUP_TEST_TAG") == self.tag
-                if "ImplicitFunc" in title and mine:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return found
-
-    def finish(self, timeout: float = 600) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        return code
-
-    def kill_all(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.reader.join(timeout=10)
 
 
 def base_args(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -243,28 +180,9 @@ def test_nan_loss_fails_that_cell_and_the_sweep_goes_on(tmp_path, data_dir, cach
 
 
 def test_two_node_cluster_survives_losing_the_worker_node(tmp_path, data_dir, cache_dir):
-    """A real two-node Ray cluster on this machine; the worker node dies mid-sweep."""
-    from ray.cluster_utils import Cluster
+    """A real two-node Ray cluster on this machine; the worker node dies mid-sweep.
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        worker = cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
-        epochs = 16
-        sweep = LiveSweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
-                           "--seeds", "0", "--set", f"epochs={epochs}",
-                           "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
-                           "--address", cluster.address, "--cpus-per-trial", "1",
-                           "--no-report"], tmp_path, cache_dir)
-        sweep.wait_for(rf"epoch 4/{epochs}")
-        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker node's processes
-        code = sweep.finish()
-        output = "".join(sweep.lines)
-        assert code == 0, output[-4000:]
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        assert_one_run_per_cell_each_epoch_once(
-            uri, {f"banking77/0.01/{s}/0" for s in ("none", "mixup", "nonlinear_mixup",
-                                                    "batchmixup")}, epochs)
-        assert "retrying from its last checkpoint" in output
-    finally:
-        cluster.shutdown()
+    One run here; ``python -m tests.node_loss_repeat --runs 10`` repeats it (tests/node_loss.py).
+    """
+    problems, output = two_node_scenario(tmp_path, data_dir, cache_dir)
+    assert not problems, "\n".join(problems) + "\n" + output[-4000:]
