@@ -54,7 +54,8 @@ from orchestrator.tracking import (
     git_commit,
 )
 from results.uris import redact_text, redact_uri
-from trainers.errors import CellError
+from trainers.errors import CellError, ConfigError
+from trainers.paths import check_writable_dir
 
 EPILOG = """examples:
   python -m orchestrator.sweep --preset smoke --data-dir ../shared/data
@@ -332,6 +333,11 @@ def preflight(args: argparse.Namespace, sweep: Sweep, storage: str,
     connects to ``--address``) unless ``--allow-pending``. ``tune_names``: the Tune runs under
     ``storage`` (default: the sweep's name).
     """
+    if getattr(args, "cache_dir", None):
+        try:
+            check_writable_dir("--cache-dir", args.cache_dir)
+        except ConfigError as exc:
+            raise SweepError(str(exc)) from None
     for name in tune_names or [sweep.name]:
         experiment_dir(storage, name)
         if args.resume:

@@ -181,6 +181,7 @@ UNSCHEDULABLE = [
     (["--num-cpus", "-1"], "--num-cpus must be >= 1, got -1"),
     (["--num-cpus", "0"], "--num-cpus must be >= 1, got 0"),
     (["--wait-for-lock", "-5"], "--wait-for-lock must be >= 0 seconds"),
+    (["--cache-dir", "/dev/null"], "--cache-dir /dev/null is not a directory"),
 ]
 
 
