@@ -202,12 +202,17 @@ class SweepLock:
         """
         deadline = time.monotonic() + (wait or 0.0)
         announced = None
+        vanished = 0
         while True:
             if self._create(self.name, self._tags()):
                 break
             holder = self.holder()
-            if holder is None:
-                continue  # released in between: try again at once
+            if holder is None:  # released in between: try again at once
+                vanished += 1
+                if vanished > 20:
+                    raise LockError(f"the sweep lock {self.name} in "
+                                    f"{redact_uri(self.tracking_uri)} exists and does not")
+                continue
             reason = stale_reason(holder)
             if reason is not None:
                 if self._take_over(holder, reason):
