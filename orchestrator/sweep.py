@@ -14,6 +14,7 @@ Exit codes: 0 all cells FINISHED; 1 some cell FAILED or tracking writes could no
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -142,9 +143,11 @@ def check_ray_args(args: argparse.Namespace) -> None:
 
 def check_inputs(cells: list[Cell]) -> None:
     """Load each task and find each model once on the driver: missing or malformed data or an
-    unavailable model stops everything before Ray or MLflow start."""
+    unavailable model stops everything before Ray or MLflow start. Then give every cell the
+    fingerprint of its configuration (settings, model identity, data content) and check that
+    its training subset can hold its validation split."""
     from trainers.model import check_model
-    from trainers.prepare import load_cell_data
+    from trainers.prepare import cell_fingerprint, cell_indices, load_cell_data
 
     for model in sorted({c.config.model for c in cells if c.config.task != "toy2d"}):
         check_model(model)
@@ -156,6 +159,13 @@ def check_inputs(cells: list[Cell]) -> None:
             continue
         seen.add(key)
         load_cell_data(c)
+    for cell in cells:
+        if cell.config.has_val_split and cell.config.task != "toy2d":
+            try:
+                cell_indices(cell.config, len(load_cell_data(cell.config).train))
+            except CellError as exc:
+                raise SweepError(f"cell {cell.name}: {exc}") from None
+        cell.fingerprint = cell_fingerprint(cell.config)
 
 
 def resolve_storage(value: str | None) -> str:
@@ -301,11 +311,7 @@ def run(args: argparse.Namespace) -> int:
 
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
                            base_tags={"sweep": sweep.name, "git_commit": git_commit()})
-    finished = tracker.finished_cells()
-    todo = [c for c in cells if c.name not in finished]
-    skipped = len(cells) - len(todo)
-    print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {skipped} already FINISHED "
-          f"in MLflow ({tracking_uri}), {len(todo)} to run", flush=True)
+    todo = cells_to_run(sweep, cells, tracker, tracking_uri)
 
     start_ray(args)
     resources = trial_resources(args, sweep)
@@ -313,6 +319,52 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     outcome = execute(args, sweep, todo, tracker, storage, resources) if todo else {}
     return finish(args, sweep, cells, tracker, tracking_uri, outcome)
+
+
+def cells_to_run(sweep: Sweep, cells: list[Cell], tracker: SweepTracker,
+                 tracking_uri: str) -> list[Cell]:
+    """The cells without a FINISHED run of the same configuration (fingerprint); prints what is
+    skipped and what changed since the last launch."""
+    finished = tracker.finished_cells()
+    done_names = {name for name, _ in finished}
+    todo = [c for c in cells if (c.name, c.fingerprint) not in finished]
+    changed = sum(c.name in done_names for c in todo)
+    print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {len(cells) - len(todo)} "
+          f"already FINISHED with these settings in MLflow ({tracking_uri}), {len(todo)} to run"
+          + (f" ({changed} of them finished before with other settings: new runs, the old "
+             "ones stay)" if changed else ""), flush=True)
+    return todo
+
+
+MANIFEST_FILE = "batchmixup_cells.json"
+"""In the Tune experiment folder: the cells (name -> fingerprint) that folder's state runs."""
+
+
+def check_resume_manifest(experiment_path: str, todo: list[Cell]) -> None:
+    """``--resume`` restores the trials Tune saved, with the settings they were launched with:
+    refuse when this launch's cells differ from them (changed settings or new cells)."""
+    path = Path(experiment_path) / MANIFEST_FILE
+    if "://" in experiment_path or not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = [c.name for c in todo if c.name in saved and saved[c.name] != c.fingerprint]
+    new = [c.name for c in todo if c.name not in saved]
+    if changed or new:
+        what = (f"{len(changed)} cell(s) changed settings (e.g. {changed[0]})" if changed
+                else f"{len(new)} cell(s) are not in it (e.g. {new[0]})")
+        raise SweepError(f"--resume: the Tune state in {experiment_path} was launched with "
+                         f"other cells: {what}; drop --resume to train this sweep's cells "
+                         "(finished ones are skipped)")
+
+
+def write_manifest(experiment_path: str, todo: list[Cell]) -> None:
+    if "://" in experiment_path:
+        return
+    folder = Path(experiment_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps({c.name: c.fingerprint for c in todo}, indent=1, sort_keys=True))
+    tmp.replace(folder / MANIFEST_FILE)
 
 
 def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: SweepTracker,
@@ -323,14 +375,16 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
     from orchestrator.retention import CheckpointRetention, keep_latest
     from orchestrator.trainable import cell_trainable
 
-    warm_caches(todo, resources)
     experiment_path = f"{storage}/{sweep.name}"
     resume = bool(args.resume and tune.Tuner.can_restore(experiment_path))
+    if resume:
+        check_resume_manifest(experiment_path, todo)
+    warm_caches(todo, resources)
     # A resumed Tune run restarts trials its last saved state had not seen end; the cells
-    # among them that MLflow has FINISHED since are skipped, not retrained.
+    # among them that MLflow has FINISHED since (with the same settings) are skipped.
     todo_names = {c.name for c in todo}
-    skip = frozenset(c for c in tracker.finished_cells() if c not in todo_names) if resume \
-        else frozenset()
+    skip = frozenset(name for name, _ in tracker.finished_cells() if name not in todo_names) \
+        if resume else frozenset()
     trainable = tune.with_resources(cell_trainable(skip), {"cpu": resources["cpu"],
                                                            "gpu": resources["gpu"]})
     mlflow_cb = MlflowCellCallback(tracker, skip=skip)
@@ -345,9 +399,8 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
         # Tune restores the callbacks it pickled into tuner.pkl; use this process's live ones.
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
     else:
-        space = {"trial": tune.grid_search([
-            {"cell": c.config.to_dict(), "name": c.name, "arm": c.arm,
-             "params": {**c.config.params(), "arm": c.arm}} for c in todo])}
+        write_manifest(experiment_path, todo)
+        space = {"trial": tune.grid_search([trial_spec(c) for c in todo])}
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -366,6 +419,15 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
     return mlflow_cb.outcomes
 
 
+def trial_spec(cell: Cell) -> dict[str, Any]:
+    """What a Tune trial carries: the cell's config, name, arm, fingerprint and MLflow params."""
+    from trainers.prepare import resolved_params
+
+    return {"cell": cell.config.to_dict(), "name": cell.name, "arm": cell.arm,
+            "fingerprint": cell.fingerprint,
+            "params": {**resolved_params(cell.config), "arm": cell.arm}}
+
+
 def _trial_name(trial: Any) -> str:
     """Readable trial names: ``rte_0.25_batchmixup_1_<id>``."""
     return f"{trial.config['trial']['name'].replace('/', '_')}_{trial.trial_id}"
@@ -378,15 +440,18 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
 
     flushed = tracker.queue.drain(args.flush_timeout) if tracker.queue.pending else True
     rows = []
-    runs = tracker.existing_runs() if flushed else {}
+    runs: dict[str, Any] = {}
+    for fingerprint in sorted({c.fingerprint for c in cells}) if flushed else ():
+        for name, run in tracker.existing_runs(fingerprint=fingerprint).items():
+            runs[f"{name}|{fingerprint}"] = run
     for cell in cells:
         state = tracker.cells.get(cell.name)
-        run = runs.get(cell.name)
+        run = runs.get(f"{cell.name}|{cell.fingerprint}")
         status = run.info.status if run is not None else (state.status if state else None)
         row = {"task": cell.config.task, "ratio": cell.config.ratio, "arm": cell.arm,
                "status": status}
         if run is not None and status == "FINISHED":
-            row["accuracy"] = run.data.metrics.get("accuracy", float("nan"))
+            row.update(result_row(run.data.metrics))
             seconds = [m.value for m in tracker.client.get_metric_history(
                 run.info.run_id, "epoch_seconds")]
             row["epoch_seconds"] = sum(seconds) / max(1, len(seconds))
@@ -417,6 +482,20 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
         except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say why
             print(f"warning: report not written: {exc}", file=sys.stderr)
     return 0 if finished == len(cells) else 1
+
+
+def result_row(metrics: dict[str, float]) -> dict[str, Any]:
+    """A finished run's result for the terminal table: test accuracy at the selected epoch
+    (``accuracy`` of the last epoch for runs that predate the budget policy), or the selected
+    validation accuracy of a validation-only cell; updates and convergence."""
+    nan = float("nan")
+    if "test_accuracy" in metrics or "accuracy" in metrics:
+        accuracy, metric = metrics.get("test_accuracy", metrics.get("accuracy", nan)), "test"
+    else:
+        accuracy = metrics.get("selected_val_accuracy", metrics.get("val_accuracy", nan))
+        metric = "val"
+    return {"accuracy": accuracy, "metric": metric, "updates": metrics.get("updates", nan),
+            "converged": metrics.get("converged", nan)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,17 @@ number of concurrent trials, and the same code works for a sqlite file or an ``h
 tracking server shared by a cluster.
 
 Guarantees and how they are kept:
-    * One run per cell: a cell's run is found by its tags (``sweep``, ``cell``, ``phase``) and
-      reused across Tune retries, driver restarts and ``--resume``; it is created only when
-      none exists.
+    * One run per cell and configuration: a cell's run is found by its tags (``cell``,
+      ``fingerprint``, ``phase``) and reused across Tune retries, driver restarts and
+      ``--resume``; it is created only when none exists. A relaunch whose settings changed
+      (another ``fingerprint``, :func:`trainers.prepare.cell_fingerprint`) gets a new run; the
+      old one stays, findable by its fingerprint.
     * Each epoch once: the steps already logged are read back when a run is attached; a result
       for a logged step (a retried or resumed trial replaying an epoch) is skipped, so the first
       value of an epoch is the one kept (on CPU replays are bit-identical anyway).
     * Never FINISHED with missing epochs: a run is terminated FINISHED only after all its epoch
-      writes succeeded and their count equals the configured epochs; otherwise FAILED with a
-      ``failure_reason`` tag.
+      writes succeeded, up to and including the epoch the trainer marked ``final`` (the budget
+      ended or early stopping stopped it); otherwise FAILED with a ``failure_reason`` tag.
     * Tracking server down: writes go through an in-order queue. A failing write stays queued
       (with everything after it) and the writer thread retries it every ``retry_interval``
       seconds (5) and at the end of the sweep for up to ``flush_timeout`` seconds, so training
@@ -46,8 +48,13 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
-EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "train_loss",
-                 "epoch_seconds", "examples_per_second", "trial_seconds")
+EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "val_loss",
+                 "train_loss", "updates", "epoch_seconds", "examples_per_second",
+                 "trial_seconds")
+RESULT_METRICS = ("selected_epoch", "selected_updates", "stopped_early", "converged",
+                  "test_accuracy", "test_macro_f1", "test_correct", "test_examples",
+                  "selected_val_accuracy", "selected_val_loss")
+"""The cell's result (trainers.budget.result), logged once at the step of its final epoch."""
 SECRET_WORDS = ("token", "secret", "password", "credential", "api_key", "apikey")
 
 
@@ -118,6 +125,8 @@ class CellRun:
 
     cell: str
     epochs: int
+    fingerprint: str = ""
+    final_step: int | None = None
     run_id: str | None = None
     status: str | None = None
     logged_steps: set[int] = field(default_factory=set)
@@ -320,17 +329,21 @@ class SweepTracker:
                 self._experiment_id = found.experiment_id
         return self._experiment_id
 
-    def existing_runs(self, cell: str | None = None) -> dict[str, Any]:
+    def existing_runs(self, cell: str | None = None,
+                      fingerprint: str | None = None) -> dict[str, Any]:
         """Active cell runs of this sweep and phase, by cell name (latest wins).
 
         With ``cell``, only that cell's runs are searched: the store then reads a handful of
         runs instead of the whole experiment (one lookup per cell would otherwise cost
-        O(cells) each, O(cells²) per sweep).
+        O(cells) each, O(cells²) per sweep). With ``fingerprint``, only runs of that
+        configuration.
         """
         query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        if fingerprint is not None:
+            query += f" and tags.fingerprint = '{fingerprint}'"
         if cell is not None:
             if "'" in cell or "\\" in cell:  # not expressible in a filter string: scan all
-                found = self.existing_runs().get(cell)
+                found = self.existing_runs(fingerprint=fingerprint).get(cell)
                 return {cell: found} if found is not None else {}
             query += f" and tags.cell = '{cell}'"
         runs: dict[str, Any] = {}
@@ -345,10 +358,22 @@ class SweepTracker:
             if not token:
                 return runs
 
-    def finished_cells(self) -> set[str]:
-        """Cells whose run is FINISHED with every epoch (skipped when a sweep is relaunched)."""
-        return {cell for cell, run in self.existing_runs().items()
-                if run.info.status == "FINISHED"}
+    def finished_cells(self) -> set[tuple[str, str]]:
+        """(cell, fingerprint) of every FINISHED run: a relaunch skips a cell only when its run
+        of the same configuration finished."""
+        query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        done: set[tuple[str, str]] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id()], filter_string=query,
+                                           max_results=1000, page_token=token)
+            for run in page:
+                if run.info.status == "FINISHED":
+                    tags = run.data.tags
+                    done.add((tags.get("cell", run.info.run_name), tags.get("fingerprint", "")))
+            token = page.token
+            if not token:
+                return done
 
     # ---------------------------------------------------------------- cell lifecycle
     def attach(self, cell: str, epochs: int, tags: dict[str, str], params: dict[str, Any]) -> None:
@@ -356,10 +381,11 @@ class SweepTracker:
         if cell in self.cells:
             self.queue.put(f"{cell}: tags", lambda: self._set_tags(cell, tags))
             return
-        state = self.cells[cell] = CellRun(cell, epochs)
+        fingerprint = tags.get("fingerprint", "")
+        state = self.cells[cell] = CellRun(cell, epochs, fingerprint)
 
         def open_run() -> None:
-            existing = self.existing_runs(cell).get(cell)
+            existing = self.existing_runs(cell, fingerprint or None).get(cell)
             if existing is not None:
                 state.run_id = existing.info.run_id
                 state.logged_steps = {m.step for m in self.client.get_metric_history(
@@ -384,6 +410,18 @@ class SweepTracker:
         # known before this cell's first epoch result is deduplicated against them.
         self.queue.put(f"{cell}: open run", open_run, wait=True)
 
+    @staticmethod
+    def incomplete(state: CellRun) -> str | None:
+        """Why the cell's epochs are incomplete, or None when every epoch up to the final one
+        was logged."""
+        if state.final_step is None:
+            return (f"only {len(state.logged_steps)} epochs were reported and none was final "
+                    f"(budget {state.epochs} epochs)")
+        missing = set(range(1, state.final_step + 1)) - state.logged_steps
+        if missing:
+            return f"epochs {sorted(missing)[:10]} of {state.final_step} were never reported"
+        return None
+
     def _set_tags(self, cell: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -391,13 +429,17 @@ class SweepTracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_epoch(self, cell: str, result: dict[str, Any]) -> bool:
-        """Queue one epoch's metrics at step = epoch, unless that step is already logged."""
+        """Queue one epoch's metrics at step = epoch, unless that step is already logged; the
+        final epoch's result also carries the cell's result metrics."""
         state = self.cells[cell]
         step = int(result["epoch"])
+        if result.get("final"):
+            state.final_step = step
         if step in state.logged_steps:
             return False
         state.logged_steps.add(step)
-        metrics = {k: float(result[k]) for k in EPOCH_METRICS if k in result}
+        keys = EPOCH_METRICS + (RESULT_METRICS if result.get("final") else ())
+        metrics = {k: float(result[k]) for k in keys if k in result}
         state.finals.update(metrics)
         if "epoch_seconds" in metrics:
             state.epoch_seconds.append(metrics["epoch_seconds"])
@@ -411,6 +453,14 @@ class SweepTracker:
 
         self.queue.put(f"{cell}: epoch {step}", write)
         return True
+
+    def log_params(self, cell: str, params: dict[str, Any]) -> None:
+        """Queue params learnt after the run opened (e.g. the precision ``auto`` resolved to
+        on the trial's machine)."""
+        from mlflow.entities import Param
+
+        self.queue.put(f"{cell}: params", lambda: self.client.log_batch(
+            self.cells[cell].run_id, params=[Param(k, v) for k, v in safe_params(params).items()]))
 
     def set_tag(self, cell: str, key: str, value: str) -> None:
         self.queue.put(f"{cell}: tag {key}",
@@ -433,8 +483,8 @@ class SweepTracker:
     def finish(self, cell: str, failure: str | None = None) -> str:
         """Terminate the run: FINISHED only with every epoch logged, else FAILED with a reason."""
         state = self.cells[cell]
-        if failure is None and len(state.logged_steps) < state.epochs:
-            failure = (f"only {len(state.logged_steps)} of {state.epochs} epochs were reported")
+        if failure is None:
+            failure = self.incomplete(state)
         state.failure = failure
         status = "FAILED" if failure else "FINISHED"
         state.status = status

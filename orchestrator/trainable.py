@@ -47,7 +47,8 @@ class TuneReporter:
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
     """Tune entry point; ``trial_config["trial"] = {"cell": CellConfig dict, "name": ...}``."""
-    from trainers.loop import hardware_name, pick_device, train_cell
+    from trainers.loop import hardware_name, pick_device, train_cell, update_path
+    from trainers.precision import resolve_precision
 
     config = CellConfig.from_dict(trial_config["trial"]["cell"])
     workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
@@ -57,8 +58,10 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
-        hardware = hardware_name(pick_device(config.device), config.precision)
-        reporter.extra["hardware"] = hardware
+        device = pick_device(config.device)
+        hardware = hardware_name(device, config.precision)
+        reporter.extra.update(hardware=hardware, update_path=update_path(config, device),
+                              precision=resolve_precision(config.precision, device))
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
                        resume_from=resume_from, log=lambda line: print(line, flush=True))
