@@ -14,6 +14,10 @@ from ray.tune import Callback
 from orchestrator.tracking import CellRun, SweepTracker
 
 _SCRATCH: list[Path] = []
+DESCRIBED = ("update_path", "precision", "data_source", "num_labels", "n_train", "n_val",
+             "n_test")
+"""Set-up facts a trial reports with its results (trainers.loop.CellTrainer.describe), logged
+as params of its run."""
 
 
 def artifact_scratch() -> Path:
@@ -81,9 +85,9 @@ class MlflowCellCallback(Callback):
         cell, state = self._state(trial)
         if "hardware" in result and not state.hardware_tagged:
             self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
-            learnt = {"update_path": result.get("update_path")}
-            if spec(trial)["cell"].get("precision") == "auto":
-                learnt["precision"] = result.get("precision")
+            learnt = {k: result.get(k) for k in DESCRIBED}
+            if spec(trial)["cell"].get("precision") != "auto":
+                learnt.pop("precision")  # logged as configured at the start
             self.tracker.log_params(cell, {k: str(v) for k, v in learnt.items() if v})
             state.hardware_tagged = True
         if result.get("failure_reason"):

@@ -38,7 +38,9 @@ from orchestrator.tracking import (
     TrackingError,
     check_tracking_uri,
     default_tracking_uri,
-    git_commit,
+    redact_credentials,
+    runs_url,
+    standard_tags,
 )
 from trainers.errors import CellError
 
@@ -310,8 +312,11 @@ def run(args: argparse.Namespace) -> int:
         check_address(args.address)
 
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
-                           base_tags={"sweep": sweep.name, "git_commit": git_commit()})
+                           base_tags={"sweep": sweep.name,
+                                      **standard_tags("orchestrator.sweep")})
     todo = cells_to_run(sweep, cells, tracker, tracking_uri)
+    tracker.record_launch({c.name: c.fingerprint for c in cells})
+    print(f"[{sweep.name}] runs: {runs_url(tracking_uri, tracker.experiment_id())}", flush=True)
 
     start_ray(args)
     resources = trial_resources(args, sweep)
@@ -330,7 +335,8 @@ def cells_to_run(sweep: Sweep, cells: list[Cell], tracker: SweepTracker,
     todo = [c for c in cells if (c.name, c.fingerprint) not in finished]
     changed = sum(c.name in done_names for c in todo)
     print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {len(cells) - len(todo)} "
-          f"already FINISHED with these settings in MLflow ({tracking_uri}), {len(todo)} to run"
+          f"already FINISHED with these settings in MLflow ({redact_credentials(tracking_uri)}), "
+          f"{len(todo)} to run"
           + (f" ({changed} of them finished before with other settings: new runs, the old "
              "ones stay)" if changed else ""), flush=True)
     return todo
@@ -463,7 +469,7 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
         print(f"FAILED {cell}: {state.failure}")
     finished = sum(r["status"] == "FINISHED" for r in rows)
     print(f"\n[{sweep.name}] {finished}/{len(cells)} cells FINISHED; MLflow experiment "
-          f"{sweep.name!r} at {tracking_uri}")
+          f"{sweep.name!r} at {redact_credentials(tracking_uri)}")
     if tracking_uri.startswith("sqlite:///"):
         print(f"  open the UI: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 "
               "--port 5000")

@@ -103,6 +103,41 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
 
 
+def redact_credentials(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://***@host`` everywhere in ``text``."""
+    import re
+
+    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\g<scheme>***@", text)
+
+
+def standard_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's own source/user tags (the UI shows them) and the redacted command line."""
+    import getpass
+    import shlex
+    import sys
+
+    commit = git_commit()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    command = " ".join(shlex.quote(a) for a in [f"python -m {entry_point}", *sys.argv[1:]])
+    return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL",
+            "mlflow.source.git.commit": commit, "mlflow.user": user, "git_commit": commit,
+            "command": redact_credentials(command)[:5000]}
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """Where a browser shows the experiment's runs: the server's page, or for a local store
+    the page of ``mlflow ui`` started as the README says."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else \
+        "http://127.0.0.1:5000"
+    url = f"{redact_credentials(base)}/#/experiments/{experiment_id}/runs"
+    if base != uri.rstrip("/"):
+        url += f" (after: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000)"
+    return url
+
+
 def git_commit() -> str:
     """The project's git commit (``unknown`` outside a checkout)."""
     try:
@@ -320,9 +355,12 @@ class SweepTracker:
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
+                # custom_model_development: MLflow 3's UI opens such an experiment on its runs
+                # table instead of the (empty) GenAI overview
                 self._experiment_id = self.client.create_experiment(
                     self.experiment, artifact_location=_experiment_artifacts(
-                        self.tracking_uri, self.experiment))
+                        self.tracking_uri, self.experiment),
+                    tags={"mlflow.experimentKind": "custom_model_development"})
             else:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
@@ -374,6 +412,31 @@ class SweepTracker:
             token = page.token
             if not token:
                 return done
+
+    def record_launch(self, cells: dict[str, str]) -> str:
+        """Write this launch's cells (name -> configuration fingerprint) as ``manifest.json``
+        of the experiment's summary run (tag ``kind=summary``, created once): the report
+        shows exactly these configurations. Returns the summary run id."""
+        import json
+        import tempfile
+
+        query = "tags.kind = 'summary'"
+        found = self.client.search_runs([self.experiment_id()], filter_string=query,
+                                        max_results=1, order_by=["attributes.start_time ASC"])
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id(), run_name="summary",
+                tags={**self.base_tags, "kind": "summary", "sweep": self.experiment}).info.run_id
+            self.client.set_terminated(run_id, "FINISHED")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "manifest.json"
+            path.write_text(json.dumps({"phase": self.phase, "launched": time.time(),
+                                        "command": self.base_tags.get("command", ""),
+                                        "cells": cells}, indent=1, sort_keys=True))
+            self.client.log_artifact(run_id, str(path))
+        return run_id
 
     # ---------------------------------------------------------------- cell lifecycle
     def attach(self, cell: str, epochs: int, tags: dict[str, str], params: dict[str, Any]) -> None:

@@ -37,6 +37,11 @@ class TuneReporter:
         self.extra = extra
         self.start = time.perf_counter()
 
+    def describe(self, info: dict[str, str]) -> None:
+        """The trainer's set-up facts (update path, resolved precision, data source, split
+        sizes) ride along with every result; the driver logs them as params."""
+        self.extra.update(info)
+
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None
         if checkpoint_dir is not None:
@@ -47,8 +52,7 @@ class TuneReporter:
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
     """Tune entry point; ``trial_config["trial"] = {"cell": CellConfig dict, "name": ...}``."""
-    from trainers.loop import hardware_name, pick_device, train_cell, update_path
-    from trainers.precision import resolve_precision
+    from trainers.loop import hardware_name, pick_device, train_cell
 
     config = CellConfig.from_dict(trial_config["trial"]["cell"])
     workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
@@ -60,8 +64,7 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
         device = pick_device(config.device)
         hardware = hardware_name(device, config.precision)
-        reporter.extra.update(hardware=hardware, update_path=update_path(config, device),
-                              precision=resolve_precision(config.precision, device))
+        reporter.extra["hardware"] = hardware
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
                        resume_from=resume_from, log=lambda line: print(line, flush=True))

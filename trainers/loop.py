@@ -70,7 +70,10 @@ CHECKPOINT_SECONDS = 10.0  # checkpoint_every=0: at most one checkpoint per this
 
 
 class Reporter(Protocol):
-    """Receives each epoch's metrics and the directory holding that epoch's checkpoint."""
+    """Receives each epoch's metrics and the directory holding that epoch's checkpoint.
+
+    A reporter may also have ``describe(info: dict[str, str])``: it is called once, before
+    the first epoch, with what the set-up found (:meth:`CellTrainer.describe`)."""
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         """``checkpoint_dir`` is None for epochs without a checkpoint (``checkpoint_every``)."""
@@ -221,6 +224,15 @@ class CellTrainer:
         # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
         self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
             self.optimizer) else None
+
+    def describe(self) -> dict[str, str]:
+        """What the set-up found, as strings: the update path (``fused`` or ``autograd``),
+        the resolved precision, the data source, the label count and split sizes."""
+        sizes = {f"n_{name}": str(len(targets)) for name, (_, targets, _) in self.splits.items()}
+        return {"update_path": "fused" if self.fused else "autograd",
+                "precision": resolve_precision(self.config.precision, self.device),
+                "data_source": self.data.source, "num_labels": str(len(self.data.labels)),
+                "n_train": str(self.n_train), **sizes}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -557,6 +569,9 @@ def train_cell(
             log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
         result = CellResult(config, hardware=hardware_name(device, config.precision),
                             cache_hits=prepared.cache_hits)
+        describe = getattr(reporter, "describe", None)
+        if describe is not None:
+            describe(trainer.describe())
         if checkpoint_dir is None:
             with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:
                 result.history = trainer.fit(reporter, Path(tmp), log)
