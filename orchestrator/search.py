@@ -826,6 +826,8 @@ def run_final(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups: 
                                       **standard_tags("orchestrator.search")})
     # other chosen values are another configuration: new runs, never mixed with the old
     todo = sweep_cli.cells_to_run(sweep, cells, tracker, tracking_uri)
+    if args.resume:
+        sweep_cli.check_resume_manifest(f"{storage}/{sweep.name}-final", todo)
     tracker.record_launch({c.name: c.fingerprint for c in cells})
     resources: dict[str, float] = {}
     if todo:

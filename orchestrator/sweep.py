@@ -315,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
                            base_tags={"sweep": sweep.name,
                                       **standard_tags("orchestrator.sweep")})
     todo = cells_to_run(sweep, cells, tracker, tracking_uri)
+    if args.resume:
+        check_resume_manifest(f"{storage}/{sweep.name}", todo)
     tracker.record_launch({c.name: c.fingerprint for c in cells})
     print(f"[{sweep.name}] runs: {runs_url(tracking_uri, tracker.experiment_id())}", flush=True)
 
@@ -383,8 +385,6 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
 
     experiment_path = f"{storage}/{sweep.name}"
     resume = bool(args.resume and tune.Tuner.can_restore(experiment_path))
-    if resume:
-        check_resume_manifest(experiment_path, todo)
     warm_caches(todo, resources)
     # A resumed Tune run restarts trials its last saved state had not seen end; the cells
     # among them that MLflow has FINISHED since (with the same settings) are skipped.

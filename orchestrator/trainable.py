@@ -52,7 +52,8 @@ class TuneReporter:
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
     """Tune entry point; ``trial_config["trial"] = {"cell": CellConfig dict, "name": ...}``."""
-    from trainers.loop import hardware_name, pick_device, train_cell
+    from trainers.device import hardware_name, pick_device
+    from trainers.loop import train_cell
 
     config = CellConfig.from_dict(trial_config["trial"]["cell"])
     workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
@@ -109,7 +110,7 @@ def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> tuple[dict[str, b
     """
     import torch
 
-    from trainers.loop import pick_device
+    from trainers.device import pick_device
     from trainers.precision import resolve_precision
     from trainers.prepare import warm_cache
 

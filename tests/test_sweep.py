@@ -12,10 +12,15 @@ from mlflow import MlflowClient
 from orchestrator.sweep import main
 from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
 
-PARAMS = {"model", "mode", "alpha", "mix_samples", "loss", "temperature", "lr", "head_lr",
-          "epochs", "batch_size", "max_length", "clean_loss", "mixup_variant"}
+PARAMS = {"task", "ratio", "strategy", "seed", "arm", "model", "mode", "pooling", "head_lr",
+          "epochs", "batch_size", "max_length", "selection", "min_updates", "precision",
+          "update_path", "data_source", "num_labels", "n_train", "n_test"}
+ARM_PARAMS = {"none": set(), "mixup": {"alpha", "loss", "clean_loss", "mix_samples",
+                                       "mixup_variant"},
+              "batchmixup": {"alpha", "loss", "clean_loss", "temperature", "batchmix_points"}}
+ARM_PARAMS["nonlinear_mixup"] = ARM_PARAMS["mixup"]
 TAGS = {"task", "ratio", "strategy", "seed", "sweep", "git_commit", "ray_trial_id", "hardware",
-        "cell", "phase", "kind"}
+        "cell", "phase", "kind", "fingerprint", "mlflow.source.name", "mlflow.user", "command"}
 
 
 def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
@@ -32,16 +37,21 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
     assert sorted(names) == sorted(expected)  # exactly one run per cell
     for run in runs:
         assert run.info.status == "FINISHED"
-        assert PARAMS <= set(run.data.params), run.data.params
-        assert TAGS <= set(run.data.tags), run.data.tags
         task, ratio, strategy, seed = run.info.run_name.split("/")
+        # only the settings this arm reads, resolved (frozen MiniLM: mean pooling, no lr)
+        assert set(run.data.params) == PARAMS | ARM_PARAMS[strategy], run.data.params
+        assert run.data.params["pooling"] == "mean" and run.data.params["precision"] != "auto"
+        assert run.data.params["update_path"] == ("autograd" if strategy == "batchmixup"
+                                                  else "fused")
+        assert TAGS <= set(run.data.tags), run.data.tags
         assert run.data.tags["task"] == task and run.data.tags["strategy"] == strategy
         assert float(run.data.tags["ratio"]) == float(ratio) and run.data.tags["seed"] == seed
-        for key in ("accuracy", "macro_f1", "train_loss", "epoch_seconds",
+        for key in ("accuracy", "macro_f1", "train_loss", "updates", "epoch_seconds",
                     "examples_per_second"):
             assert steps(uri, run.info.run_id, key) == [1, 2, 3], (run.info.run_name, key)
+        assert steps(uri, run.info.run_id, "test_accuracy") == [3]  # the result, once
     # terminal table, MLflow location and the report
-    assert "accuracy % (mean±std, n)" in proc.stdout
+    assert "test acc % (mean±std, n)" in proc.stdout
     assert "32/32 cells FINISHED" in proc.stdout
     report = tmp_path / "results" / "smoke" / "report.md"
     assert report.is_file() and "Table 1" in report.read_text()

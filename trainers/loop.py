@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,20 +46,12 @@ from trainers import budget
 from trainers.budget import updates_per_batch
 from trainers.cache import length_order, pad_batch
 from trainers.config import CellConfig
+from trainers.device import hardware_name, pick_device
 from trainers.errors import CellError, TrainingDiverged
-from trainers.fused_head import (
-    HeadAdamW,
-    clip_grad_norm_,
-    draw_dropout,
-    draw_pairs,
-    head_layout_known,
-    head_update,
-    supports,
-)
 from trainers.model import CellModel
 from trainers.precision import autocast, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
-from trainers.strategies import make_mixed_batch, mixed_loss
+from trainers.updaters import UpdateContext, make_updater
 
 CHECKPOINT_FILE = "state.pt"
 ARTIFACTS_DIR = "artifacts"  # files under <checkpoint_dir>/artifacts/ are logged by trackers
@@ -95,33 +86,6 @@ class CellResult:
     def summary(self) -> dict[str, Any]:
         return {"cell": self.config.cell_name, **self.final, "hardware": self.hardware,
                 "epochs_run": len(self.history), "cache_hits": self.cache_hits}
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CellError("device 'cuda' requested but CUDA is not available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def hardware_name(device: torch.device, precision: str | None = None) -> str:
-    """GPU name, or ``cpu: <N> threads (<machine>)``; then ``, bf16`` or ``, fp32`` if given."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu: {torch.get_num_threads()} threads ({platform.machine()})"
-    return f"{name}, {resolve_precision(precision, device)}" if precision else name
-
-
-def update_path(config: CellConfig, device: torch.device) -> str:
-    """How this cell's updates are computed: ``fused`` (:mod:`trainers.fused_head`: frozen
-    features on CPU with none/mixup/nonlinear_mixup and the cross-entropy losses) or
-    ``autograd`` (everything else). Epoch times compare like with like only on one path."""
-    frozen = config.mode == "frozen" or config.task == "toy2d"
-    fused = device.type == "cpu" and supports(config.strategy, config.resolved_loss, frozen)
-    return "fused" if fused else "autograd"
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -173,7 +137,7 @@ class CellTrainer:
         device: where to train.
         fused: compute frozen-head updates with :mod:`trainers.fused_head` (same draws, same
             gradients up to rounding, ~2-3x fewer CPU cycles) instead of autograd. ``None``:
-            wherever it applies (frozen features on CPU, strategies and losses it covers).
+            wherever it applies (:func:`trainers.updaters.make_updater`).
     """
 
     def __init__(self, config: CellConfig, prepared: PreparedCell, device: torch.device,
@@ -212,24 +176,15 @@ class CellTrainer:
                 self.splits[name] = (inputs, targets.to(device), eval_order(inputs))
         self.best_pred: Tensor | None = None  # test predictions of the selected epoch
         self.last_pred: Tensor | None = None  # test predictions of the latest epoch
-        # On CUDA the head runs under autocast and kernel launches are asynchronous: autograd.
-        fusable = update_path(config, device) == "fused" and head_layout_known(self.model)
-        if fused and not fusable:
-            raise CellError(f"{config.cell_name}: the fused head update covers frozen features "
-                            "on CPU with strategies none/mixup/nonlinear_mixup and losses "
-                            "ce/soft_ce")
-        self.fused = fusable if fused is None else fused
-        self.head_params = self.model.head_parameters()
-        self._onehot: tuple[Tensor | None, int, Tensor | None] = (None, -1, None)  # onehot()
-        # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
-        self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
-            self.optimizer) else None
+        self.context = UpdateContext(config, self.model, self.optimizer, self.scheduler,
+                                     self.autocast, len(prepared.labels))
+        self.updater = make_updater(self.context, device, fused)
 
     def describe(self) -> dict[str, str]:
         """What the set-up found, as strings: the update path (``fused`` or ``autograd``),
         the resolved precision, the data source, the label count and split sizes."""
         sizes = {f"n_{name}": str(len(targets)) for name, (_, targets, _) in self.splits.items()}
-        return {"update_path": "fused" if self.fused else "autograd",
+        return {"update_path": self.updater.path,
                 "precision": resolve_precision(self.config.precision, self.device),
                 "data_source": self.data.source, "num_labels": str(len(self.data.labels)),
                 "n_train": str(self.n_train), **sizes}
@@ -301,75 +256,9 @@ class CellTrainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ one update
-    def draws_per_update(self) -> int:
-        """Mixed batches averaged in one update: ``mix_samples`` in the shared variant, else 1."""
-        config = self.config
-        if updates_per_batch(config) > 1 or config.strategy in ("none", "batchmixup"):
-            return 1
-        return config.mix_samples
-
-    def loss(self, inputs: Any, targets: Tensor) -> Tensor:
-        """The loss of one update: CE (none) or mixed loss [+ clean CE] (mixing strategies)."""
-        config = self.config
-        with self.autocast:
-            v = self.model.represent(inputs)
-            if config.strategy == "none":
-                return F.cross_entropy(self.model.scores(v).float(), targets)
-            W = self.model.label_vectors
-            draws = self.draws_per_update()
-            mixed = sum(
-                mixed_loss(make_mixed_batch(config.strategy, v, targets, W, config.alpha,
-                                            config.batchmix_points or None, config.temperature),
-                           W, config.resolved_loss)
-                for _ in range(draws)
-            ) / draws
-            if config.clean_loss:
-                mixed = mixed + F.cross_entropy(self.model.scores(v).float(), targets)
-            return mixed
-
-    def fused_loss(self, features: Tensor, targets: Tensor) -> Tensor:
-        """The loss of one update by :mod:`trainers.fused_head`; writes the gradients."""
-        config, model = self.config, self.model
-        b = features.shape[0]
-        keep = draw_dropout((b, model.dim), model.dropout.p, features.device)
-        pairs = draw_pairs(config.strategy, b, model.dim, config.alpha, self.draws_per_update(),
-                           features.device)
-        return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
-
-    def onehot(self, targets: Tensor) -> Tensor:
-        """``targets`` one-hot, in the head's dtype, kept while the same unchanged batch is
-        updated again (the n updates of paper-faithful mixup run on one batch)."""
-        seen, version, rows = self._onehot
-        if seen is not targets or version != targets._version:  # _version: in-place changes
-            dtype = self.model.classifier.weight.dtype
-            rows = F.one_hot(targets, len(self.data.labels)).to(dtype)
-            self._onehot = (targets, targets._version, rows)
-        return rows
-
     def update(self, inputs: Any, targets: Tensor) -> Tensor:
-        """One optimizer update on a batch (gradients, clipping, AdamW, schedule); its loss."""
-        if self.fused:
-            loss = self.fused_loss(inputs, targets)  # sets every head parameter's .grad
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(inputs, targets)
-            loss.backward()
-            loss = loss.detach()
-        self.apply_gradients()
-        return loss
-
-    def apply_gradients(self) -> None:
-        """Clip the gradients, step AdamW and the schedule.
-
-        The fused path clips and steps its head directly (same operations and kernel as
-        ``clip_grad_norm_`` and ``optimizer.step()``, without their per-call Python)."""
-        if self.config.grad_clip > 0:
-            if self.fused:
-                clip_grad_norm_([p.grad for p in self.head_params], self.config.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        (self.head_adamw or self.optimizer).step()
-        self.scheduler.step()
+        """One optimizer update on a batch (:class:`trainers.updaters.Updater`); its loss."""
+        return self.updater.step(inputs, targets)
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> dict[str, float]:

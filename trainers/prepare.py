@@ -276,7 +276,7 @@ def warm_cache(config: CellConfig) -> dict[str, bool]:
     The orchestrator calls this once per (task, model, max length, ...) before the trials start,
     so trials only read the cache. Returns which caches were already there.
     """
-    from trainers.loop import pick_device
+    from trainers.device import pick_device
 
     config.validate()
     if config.task == "toy2d":
