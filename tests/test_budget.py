@@ -214,3 +214,20 @@ def test_fingerprint_names_the_configuration_not_the_seed(data_dir, cache_dir, t
     train = copy / "banking77" / "train.csv"
     train.write_text(train.read_text().replace("card", "kard", 1))
     assert cell_fingerprint(dataclasses.replace(base, data_dir=str(copy))) not in same
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_every_preset_loads_and_validates_every_cell():
+    from orchestrator.search import build_parser, parse_plan
+    from orchestrator.spaces import load_sweep, preset_names, resolve_source
+
+    names = preset_names()
+    assert {"smoke", "cpu_table1", "paper_table1", "alpha_search", "figure1"} <= set(names)
+    for name in names:
+        sweep = load_sweep(resolve_source(name, None))
+        cells = sweep.cells()  # every cell's config validated
+        assert cells and len({c.name for c in cells}) == len(cells), name
+        if sweep.search:
+            assert parse_plan(sweep, build_parser().parse_args([])).params, name
