@@ -18,8 +18,11 @@ makes ``mix_samples`` optimizer updates per batch, so ten epochs are 40 updates 
   score (:func:`should_stop`). A cell whose best epoch is at least ``patience`` epochs before
   its last is *converged* (:func:`converged`): its validation score had stopped improving.
 
-Scores are ``(val_accuracy, -val_loss)``: accuracy first, the loss breaks the ties that a
-small validation split makes common. Among equal scores the earliest epoch wins.
+Improvement means a higher validation accuracy: the patience counts epochs since the first
+epoch that reached the best accuracy, so a validation loss that keeps creeping down on a
+plateau of accuracy does not keep a cell training. The reported epoch is, among the epochs
+with the best accuracy, the one with the lowest validation loss (a small validation split makes
+such ties common), the earliest on equal losses.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ def score(metrics: Metrics) -> tuple[float, float]:
 
 
 def select(history: Sequence[Metrics], selection: str) -> int:
-    """Index into ``history`` of the reported epoch: the last one, or the earliest epoch with
-    the best validation score (``best_val``)."""
+    """Index into ``history`` of the reported epoch: the last one, or (``best_val``) among
+    the epochs with the best validation accuracy the one with the lowest validation loss,
+    the earliest on ties."""
     if selection == "last" or not history:
         return len(history) - 1
     best = 0
@@ -77,8 +81,10 @@ def select(history: Sequence[Metrics], selection: str) -> int:
 
 
 def epochs_since_best(history: Sequence[Metrics]) -> int:
-    """Epochs trained after the best-scoring one (0 when the last epoch is the best)."""
-    return len(history) - 1 - select(history, "best_val")
+    """Epochs trained after the first epoch that reached the best validation accuracy (0
+    when the last epoch improved it)."""
+    accuracies = [metrics["val_accuracy"] for metrics in history]
+    return len(history) - 1 - accuracies.index(max(accuracies))
 
 
 def should_stop(config: CellConfig, history: Sequence[Metrics], n_train: int) -> bool:
