@@ -78,3 +78,20 @@ def test_relaunch_retrains_changed_settings_and_data_only(tmp_path, data_dir, ca
     assert refused.returncode == 2
     assert "launched with other cells" in refused.stderr and refused.stderr.count("\n") == 1
     assert len(cell_runs(uri, "smoke")) == 12
+
+
+def test_validation_only_sweep_reports_validation_accuracy(tmp_path, data_dir, cache_dir):
+    """``--set eval_split=val``: every cell scores on its validation split and never reads the
+    test set; the terminal table and the report show that validation accuracy."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = launch(tmp_path, cache_dir, data_dir, "--set", "epochs=2", "--set", "eval_split=val",
+                  report=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "val acc % (mean±std, n)" in proc.stdout and "nan" not in proc.stdout
+    runs = cell_runs(uri, "smoke")
+    assert len(runs) == 4
+    for run in runs:
+        assert "selected_val_accuracy" in run.data.metrics
+        assert not {"accuracy", "test_accuracy", "test_correct"} & set(run.data.metrics)
+    table = pd.read_csv(tmp_path / "report" / "table1.csv")
+    assert table["n"].tolist() == [2, 2] and table["mean"].notna().all()
