@@ -145,7 +145,9 @@ def compare(
         row[f"updates_{name}"] = float(pairs[f"updates_{side}"].mean())
     if not _has_counts(pairs):
         diffs_pp = (pairs["score_a"] - pairs["score_b"]) * 100
-        row.update(mean_diff=float(diffs_pp.mean()), reason="no integer counts recorded")
+        reason = f"n < {stats.MIN_SEEDS} paired seeds" if n < stats.MIN_SEEDS else \
+            "no integer counts recorded"
+        row.update(mean_diff=float(diffs_pp.mean()), reason=reason)
         return row
     correct_a = pairs["correct_a"].astype(int).tolist()
     correct_b = pairs["correct_b"].astype(int).tolist()

@@ -178,7 +178,7 @@ def paper_tasks(runs: pd.DataFrame) -> dict[str, bool]:
     for i, task in enumerate(runs["task"]):
         ok = paper.matches_setting(task, model.iloc[i], mode.iloc[i], labels.iloc[i])
         out[task] = out.get(task, True) and ok
-    return out
+    return {task: out[task] for task in ordered_tasks(out)}
 
 
 def describe(runs: pd.DataFrame) -> Setting:

@@ -235,18 +235,19 @@ def accuracy_name(cells: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- Table 1
 
 
-def paper_setting_groups(runs: pd.DataFrame) -> dict[configs.GroupKey, bool]:
-    """Per (task, ratio, arm) group of current final runs: does its setting match the paper's
-    (:func:`results.paper.matches_setting` for every run of the group)?"""
+def paper_setting_groups(runs: pd.DataFrame) -> dict[Any, bool]:
+    """Does a group's setting match the paper's (:func:`results.paper.matches_setting` for
+    every current final run)? Keys: (task, ratio, arm) group keys, and each task alone (for
+    groups of the launch without any run yet)."""
     finals = current_final(runs)
     model, mode, labels = param(finals, "model"), param(finals, "mode"), param(finals,
                                                                                 "num_labels")
-    out: dict[configs.GroupKey, bool] = {}
+    out: dict[Any, bool] = {}
     for i, (task, ratio, arm) in enumerate(
             zip(finals["task"], finals["ratio"], finals["strategy"], strict=True)):
-        key = configs.group_key(task, ratio, arm)
         ok = paper.matches_setting(task, model.iloc[i], mode.iloc[i], labels.iloc[i])
-        out[key] = out.get(key, True) and ok
+        for key in (configs.group_key(task, ratio, arm), task):
+            out[key] = out.get(key, True) and ok
     return out
 
 
@@ -288,7 +289,7 @@ def table1(runs: pd.DataFrame, manifest: dict[str, Any] | None = None) -> pd.Dat
         values = here["accuracy_pct"]
         n = int(values.size)
         mean = float(values.mean()) if n else math.nan
-        match = matches.get(configs.group_key(task, ratio, arm), False)
+        match = matches.get(configs.group_key(task, ratio, arm), matches.get(task, False))
         ref = paper.paper_cell(ratio, arm, task) if match else None
         rows.append({
             "task": task,
