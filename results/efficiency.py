@@ -175,10 +175,3 @@ def efficiency_markdown(table: pd.DataFrame) -> str:
         ])
     return markdown_table(headers, rows)
 
-
-def hardware_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """How many cell runs (both phases, current configurations) reported each hardware."""
-    runs = runs[runs["current"].astype(bool)] if "current" in runs.columns else runs
-    hardware = runs["hardware"].replace("", UNKNOWN)
-    counts = hardware.value_counts().rename_axis("hardware").rename("runs").reset_index()
-    return counts.sort_values(["runs", "hardware"], ascending=[False, True]).reset_index(drop=True)

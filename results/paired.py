@@ -48,7 +48,8 @@ Predictions = Callable[[str], "dict[str, Any] | None"]
 COLUMNS = [
     "task", "ratio", "arm", "baseline", "metric", "n", "seeds", "per_seed", "mean_diff",
     "ci_low", "ci_high", "wins", "losses", "ties", "t", "p_t", "boot_mean", "boot_low",
-    "boot_high", "p_boot", "resamples", "test", "p", "p_holm", "verdict",
+    "boot_high", "p_boot", "resamples", "test", "p_holm_t", "p_holm_boot", "p_holm",
+    "verdict",
     "selected_updates_arm", "selected_updates_baseline", "updates_arm", "updates_baseline",
 ]
 
@@ -173,20 +174,20 @@ def compare(
                 row["p_boot"] = boot.p_value
     elif row["metric"] != "test":
         reason = "validation scores: no per-example predictions"
+    tests = [name for name, p in (("t-test", p_t), ("bootstrap", row["p_boot"]))
+             if not math.isnan(p)]
+    row["test"] = " + ".join(tests)
     if n < stats.MIN_SEEDS:
         row["reason"] = f"n < {stats.MIN_SEEDS} paired seeds"
-    elif not math.isnan(row["p_boot"]):
-        row.update(test="bootstrap", p=row["p_boot"])
-    elif not math.isnan(p_t):
-        row.update(test="t-test", p=p_t)
-    else:
+    elif not tests:
         row["reason"] = ("differences identical over seeds and "
                          + (reason or "no per-example test"))
     return row
 
 
 def verdict(row: dict[str, Any], alpha: float = stats.ALPHA) -> str:
-    """The reading of a row: a direction only where the Holm-adjusted p is below alpha."""
+    """The reading of a row: a direction only where every test it has rejects after Holm's
+    adjustment (``p_holm``, the largest adjusted p, is below alpha)."""
     if row["n"] == 0:
         return "no paired seeds"
     if not row["test"]:
@@ -200,8 +201,11 @@ def paired_table(
     runs: pd.DataFrame, predictions: Predictions | None = None,
     resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
 ) -> pd.DataFrame:
-    """Every comparison of the report (see the module docstring), Holm-adjusted together.
+    """Every comparison of the report (see the module docstring).
 
+    Holm's adjustment runs over each test's family (all t-tests of the report; all
+    bootstraps); ``p_holm`` is the larger adjusted p of a row's tests, so a verdict needs
+    every available test to reject (an intersection-union test: still level alpha).
     ``predictions`` reads a run's test predictions (None: no bootstrap, the t-test decides).
     Columns: :data:`COLUMNS` plus ``reason`` (why a comparison was not tested).
     """
@@ -214,22 +218,38 @@ def paired_table(
             for arm, baseline in comparisons(algorithms):
                 rows.append(compare(task, ratio, arm, baseline, here, predictions,
                                     resamples, seed))
-    adjusted = stats.holm([r["p"] for r in rows])
-    for row, p_holm in zip(rows, adjusted, strict=True):
-        row["p_holm"] = p_holm
+    holm_t = stats.holm([r["p_t"] for r in rows])
+    holm_boot = stats.holm([r["p_boot"] for r in rows])
+    for row, p_t, p_boot in zip(rows, holm_t, holm_boot, strict=True):
+        available = [p for p in (p_t, p_boot) if not math.isnan(p)]
+        row.update(p_holm_t=p_t, p_holm_boot=p_boot,
+                   p_holm=max(available) if available else math.nan)
         row["verdict"] = verdict(row)
     return pd.DataFrame(rows, columns=[*COLUMNS, "reason"])
 
 
+def family_sizes(table: pd.DataFrame) -> tuple[int, int, int]:
+    """(comparisons tested, t-tests, bootstraps): the Holm families."""
+    if table.empty:
+        return 0, 0, 0
+    return (int(table["p_holm"].notna().sum()), int(table["p_t"].notna().sum()),
+            int(table["p_boot"].notna().sum()))
+
+
 def family_size(table: pd.DataFrame) -> int:
-    """How many comparisons were tested (the Holm family)."""
-    return int(table["p"].notna().sum()) if not table.empty else 0
+    """How many comparisons were tested."""
+    return family_sizes(table)[0]
 
 
 def _p_text(p: float) -> str:
     if math.isnan(p):
         return DASH
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_pair(p: float, adjusted: float) -> str:
+    """ "p / Holm-adjusted p", or "—" without a test."""
+    return DASH if math.isnan(p) else f"{_p_text(p)} / {_p_text(adjusted)}"
 
 
 def _interval_text(mean: float, low: float, high: float) -> str:
@@ -245,8 +265,8 @@ def paired_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_No (task, ratio) has two arms to compare._"
     headers = ["Task", "Training data", "Comparison", "n", "per-seed Δ correct",
-               "mean Δ (pp) [95% t-CI]", "t-test p", "bootstrap Δ (pp) [95% CI]",
-               "bootstrap p", "Holm p", "updates at selected epoch", "reading"]
+               "mean Δ (pp) [95% t-CI]", "t-test p / Holm", "bootstrap Δ (pp) [95% CI]",
+               "bootstrap p / Holm", "updates at selected epoch", "reading"]
     rows = []
     for _, r in table.iterrows():
         updates = (f"{format_count(r['selected_updates_arm'])} vs "
@@ -254,7 +274,8 @@ def paired_markdown(table: pd.DataFrame) -> str:
         rows.append([
             r["task"], format_ratio(r["ratio"]), f"{r['arm']} − {r['baseline']}", str(r["n"]),
             r["per_seed"], _interval_text(r["mean_diff"], r["ci_low"], r["ci_high"]),
-            _p_text(r["p_t"]), _interval_text(r["boot_mean"], r["boot_low"], r["boot_high"]),
-            _p_text(r["p_boot"]), _p_text(r["p_holm"]), updates, r["verdict"],
+            _p_pair(r["p_t"], r["p_holm_t"]),
+            _interval_text(r["boot_mean"], r["boot_low"], r["boot_high"]),
+            _p_pair(r["p_boot"], r["p_holm_boot"]), updates, r["verdict"],
         ])
     return markdown_table(headers, rows)

@@ -130,6 +130,8 @@ def _header(report: Report) -> list[str]:
         f"- Final-phase runs of the current configurations: {len(finals)} ({status or 'none'}); "
         f"finished cells used: {finished}; search trials: {len(tables.search_phase(runs))}.",
         f"- Sweep tag(s): {sweeps}. Git commit(s): {commits}.",
+        f"- In the MLflow UI, whose markdown viewer shows no images, open `{REPORT_HTML}` "
+        "(this report with its plots inline) or the PNGs beside this file.",
     ]
     manifest = data.manifest
     if manifest:
@@ -207,7 +209,7 @@ def _budget_section(report: Report) -> list[str]:
 
 def _paired_section(report: Report) -> list[str]:
     table = report.frames["paired"]
-    family = paired.family_size(table)
+    tested, t_family, boot_family = paired.family_sizes(table)
     significant = int(table["verdict"].str.endswith(("higher", "lower")).sum()) \
         if not table.empty else 0
     return [
@@ -217,17 +219,20 @@ def _paired_section(report: Report) -> list[str]:
         "against every mixup-type arm, paired by seed (same seed = same training subset and "
         "validation split). Per-seed Δ: difference of the integer correct counts over the "
         "shared test set. Mean Δ with a 95 % t-interval over seeds; a paired t-test over seeds "
-        f"only with ≥ {stats.MIN_SEEDS} seeds whose differences vary; a paired bootstrap over "
-        f"seeds and test examples ({stats.BOOTSTRAP_RESAMPLES:,} resamples, seed "
-        f"{stats.BOOTSTRAP_SEED}) from each run's `test_predictions.json`, the primary test "
-        "where the predictions exist (else the t-test). "
-        f"No test and no verdict with fewer than {stats.MIN_SEEDS} paired seeds.",
+        f"only with ≥ {stats.MIN_SEEDS} seeds whose differences vary; beside it a paired "
+        f"bootstrap over seeds and test examples ({stats.BOOTSTRAP_RESAMPLES:,} resamples, "
+        f"seed {stats.BOOTSTRAP_SEED}) from each run's `test_predictions.json`, with its 95 % "
+        f"percentile interval. No test and no verdict with fewer than {stats.MIN_SEEDS} "
+        "paired seeds.",
         "",
-        f"Multiple comparisons: Holm-Bonferroni over the {family} tested comparison(s) of this "
-        f"report; the Holm column shows adjusted p-values, and a reading names a direction "
-        f"only where the adjusted p < {stats.ALPHA} ({significant} here). The last columns "
-        "give both arms' optimizer updates up to their selected epochs (mean over the paired "
-        "seeds). Details: docs/report.md.",
+        f"Multiple comparisons: {tested} comparison(s) tested; Holm-Bonferroni adjusted "
+        f"p-values are shown after each raw p, over the {t_family} t-test(s) and over the "
+        f"{boot_family} bootstrap(s) of this report. A reading names a direction only where "
+        f"every test the comparison has gives an adjusted p < {stats.ALPHA} ({significant} "
+        "here); where the differences are identical over seeds the t-test is undefined and "
+        "the bootstrap decides. The updates column gives both arms' optimizer updates up to "
+        "their selected epochs (mean over the paired seeds): more updates alone can make an "
+        "arm better. Details: docs/report.md.",
         "",
         paired.paired_markdown(table),
         "",
@@ -256,8 +261,8 @@ def _efficiency_section(report: Report) -> list[str]:
 def _plots_section(report: Report) -> list[str]:
     pngs = report.pngs
     out = ["## Plots", "",
-           "The PNGs lie next to this file (and under `report/` of the summary run in MLflow, "
-           "where `report.html` shows this report with its plots inline).", ""]
+           "The PNGs lie next to this file (in MLflow: under `report/` of the summary run, "
+           f"where `{REPORT_HTML}` shows this report with its plots inline).", ""]
     if PLOT_ACCURACY in pngs:
         out += [f"![accuracy vs training data]({PLOT_ACCURACY})", ""]
     else:
@@ -497,7 +502,8 @@ def _summary_metrics(report: Report) -> dict[str, float]:
         "cells_finished": float(len(tables.finished_cells(report.runs))),
         "cells_total": float(len(tables.finished_cells(report.runs)) + len(frames["missing"])),
         "runs_failed": float(len(frames["failed"])),
-        "configurations": float(finals["fingerprint"].nunique()),
+        "groups": float(len(frames["table1"])),
+        "other_configurations": float(len(frames["configurations"])),
         "runs_other_configurations": float((~finals["current"].astype(bool)).sum()),
         "comparisons": float(len(table)),
         "comparisons_tested": float(paired.family_size(table)),

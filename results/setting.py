@@ -34,7 +34,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("mlp_hidden", "MLP hidden units"),
     ("max_length", "max length"),
     ("dropout", "dropout"),
-    ("epochs", "epochs (budget)"),
+    ("epochs", "epochs (setting)"),
     ("min_updates", "min updates"),
     ("selection", "epoch selection"),
     ("patience", "patience"),

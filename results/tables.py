@@ -453,7 +453,7 @@ def budget_markdown(table: pd.DataFrame) -> str:
     """The budget table as markdown; unconverged cells are flagged."""
     if table.empty:
         return "_No finished cells._"
-    headers = ["Task", "Training data", "Arm", "n", "epochs (budget)", "min updates",
+    headers = ["Task", "Training data", "Arm", "n", "epochs (setting)", "min updates",
                "selection", "epochs run", "updates made", "selected epoch",
                "updates at selected", "stopped early", "converged"]
     rows = []

@@ -440,7 +440,7 @@ def test_search_runs_reported_separately(store: Store, report_dir: Path) -> None
 def test_setup_states_what_was_run(report_dir: Path) -> None:
     text = section(report_dir, "Setup")
     common = dict((r[0], r[1]) for r in markdown_rows(text, []) if len(r) == 2)
-    assert common["mode"] == "finetune" and common["epochs (budget)"] == "3"
+    assert common["mode"] == "finetune" and common["epochs (setting)"] == "3"
     assert common["precision"] == "bf16" and common["update path"] == "autograd"
     assert common["epoch selection"] == "best_val" and common["patience"] == "1"
     arms = {r[0]: r for r in markdown_rows(text, []) if r[0] in ARMS}
@@ -496,19 +496,25 @@ def test_paired_comparisons_from_counts_with_holm(store: Store, report_dir: Path
         assert row.per_seed == ", ".join(f"{d:+d}" for d in diffs) + f" of {N_TEST[row.task]}"
         assert row.mean_diff == pytest.approx(100 * statistics.mean(diffs) / N_TEST[row.task])
         if len(seeds) >= stats.MIN_SEEDS:
-            assert row.test == "bootstrap" and row.p == row.p_boot and row.resamples == 10_000
+            assert row.test in ("t-test + bootstrap", "bootstrap") and row.resamples == 10_000
             assert row.boot_low <= row.mean_diff <= row.boot_high
         else:
-            assert row.verdict == "not tested: n < 3 paired seeds" and math.isnan(row.p)
-    tested = table[table["p"].notna()]
-    assert list(tested["p_holm"]) == pytest.approx(stats.holm(list(tested["p"])))
-    for row in tested.itertuples():
+            assert row.verdict == "not tested: n < 3 paired seeds" and math.isnan(row.p_holm)
+    for test, holm in (("p_t", "p_holm_t"), ("p_boot", "p_holm_boot")):
+        tested = table[table[test].notna()]
+        assert list(tested[holm]) == pytest.approx(stats.holm(list(tested[test])))
+    for row in table.itertuples():
+        adjusted = [p for p in (row.p_holm_t, row.p_holm_boot) if not math.isnan(p)]
+        if not adjusted:
+            continue
+        assert row.p_holm == max(adjusted)
         direction = "higher" if row.mean_diff > 0 else "lower"
-        expected = f"{row.arm} {direction}" if row.p_holm < 0.05 else \
+        expected = f"{row.arm} {direction}" if max(adjusted) < 0.05 else \
             "no difference established"
         assert row.verdict == expected
     text = section(report_dir, "Paired comparisons")
-    assert f"Holm-Bonferroni over the {len(tested)} tested comparison(s)" in text
+    t_family, boot_family = int(table["p_t"].notna().sum()), int(table["p_boot"].notna().sum())
+    assert f"over the {t_family} t-test(s) and over the {boot_family} bootstrap(s)" in text
 
 
 def test_paired_table_shows_update_counts(report_dir: Path) -> None:
@@ -600,7 +606,8 @@ def test_summary_run_holds_tables_metrics_and_description(store: Store, report_d
     assert len(table) == len(_table1(report_dir))
     metrics = run.data.metrics
     assert metrics["cells_finished"] == 44 and metrics["cells_total"] == 48
-    assert metrics["configurations"] == 16 and metrics["runs_other_configurations"] == 2
+    assert metrics["groups"] == 16  # task x ratio x arm, the launched one without runs included
+    assert metrics["other_configurations"] == 1 and metrics["runs_other_configurations"] == 2
     mean = statistics.mean(_values(store, "rte", "1.0", "none"))
     assert metrics["table1/rte/1/none/accuracy_mean"] == pytest.approx(mean)
     assert run.data.tags["report.model"] == "FacebookAI/roberta-large, roberta-large"

@@ -162,7 +162,7 @@ def test_issue_case_two_seeds_plus_8_of_277_is_not_tested() -> None:
     assert row["per_seed"] == "+8, +8 of 277"
     assert row["mean_diff"] == pytest.approx(800 / N_RTE)
     assert math.isnan(row["t"]) and math.isnan(row["p_t"]) and math.isnan(row["ci_low"])
-    assert math.isnan(row["p"]) and math.isnan(row["p_holm"])
+    assert math.isnan(row["p_boot"]) and math.isnan(row["p_holm"])
     assert row["verdict"] == "not tested: n < 3 paired seeds"
     assert row["boot_low"] < row["boot_high"]  # the interval is shown, without a test
     assert paired.family_size(table) == 0
@@ -177,7 +177,7 @@ def test_three_identical_differences_no_t_test_the_bootstrap_decides() -> None:
     row = paired.paired_table(_runs(cells), preds.get, resamples=2000).iloc[0]
     assert math.isnan(row["t"]) and math.isnan(row["p_t"])
     assert row["test"] == "bootstrap"
-    assert row["p"] == row["p_boot"] == row["p_holm"]  # a family of one
+    assert row["p_boot"] == row["p_holm_boot"] == row["p_holm"]  # a family of one
     assert row["p_boot"] < 0.05 and row["verdict"] == "batchmixup higher"
     # The same +8 as 30 wins and 22 losses per seed: the examples do not support it.
     noisy = paired.paired_table(_runs(cells), _predictions(
@@ -206,8 +206,12 @@ def test_a_real_difference_is_called_and_holm_counts_the_family() -> None:
     table = paired.paired_table(runs, preds.get, resamples=2000)
     assert list(zip(table["arm"], table["baseline"], strict=True)) == [
         ("mixup", "none"), ("batchmixup", "none"), ("batchmixup", "mixup")]
-    assert paired.family_size(table) == 3
-    assert list(table["p_holm"]) == pytest.approx(stats.holm(list(table["p"])))
+    assert paired.family_sizes(table) == (3, 3, 3)
+    assert list(table["p_holm_t"]) == pytest.approx(stats.holm(list(table["p_t"])))
+    assert list(table["p_holm_boot"]) == pytest.approx(stats.holm(list(table["p_boot"])))
+    assert list(table["p_holm"]) == [max(a, b) for a, b in
+                                     zip(table["p_holm_t"], table["p_holm_boot"], strict=True)]
+    assert set(table["test"]) == {"t-test + bootstrap"}
     main = table.iloc[2]
     diffs = [d / N_RTE for d in delta]
     expected = scipy_stats.ttest_1samp(diffs, 0.0)
@@ -219,10 +223,22 @@ def test_a_real_difference_is_called_and_holm_counts_the_family() -> None:
     assert main["per_seed"] == "+31, +36, +29, +40, +33 of 277"
 
 
+def test_both_tests_must_agree_for_a_verdict() -> None:
+    # Every seed favours batchmixup example by example, but by +10, +24 and +6: the
+    # bootstrap over examples rejects, the t-test over 3 varying seeds does not.
+    cells = _cells(3, [145, 150, 140], [10, 24, 6])
+    wins = {str(s): _only_batchmixup_right(1, d, 0)["0"] for s, d in enumerate([10, 24, 6])}
+    row = paired.paired_table(_runs(cells), _predictions(cells, wins).get,
+                              resamples=2000).iloc[0]
+    assert row["test"] == "t-test + bootstrap"
+    assert row["p_boot"] < 0.05 < row["p_t"]
+    assert row["p_holm"] == row["p_t"] and row["verdict"] == "no difference established"
+
+
 def test_without_predictions_the_t_test_decides() -> None:
     cells = _cells(4, [140, 150, 145, 138], [10, 14, 9, 12])
     row = paired.paired_table(_runs(cells), None).iloc[0]
-    assert row["test"] == "t-test" and row["p"] == row["p_t"] and row["p_t"] < 0.01
+    assert row["test"] == "t-test" and row["p_holm"] == row["p_t"] and row["p_t"] < 0.01
     assert row["verdict"] == "batchmixup higher"
     assert math.isnan(row["p_boot"])
 
