@@ -5,11 +5,15 @@ Usage::
     python -m results.report --experiment NAME [--tracking-uri URI] [--out DIR]
                              [--curve-cell TASK/RATIO] [--no-log]
 
-Reads the sweep's runs (one experiment per sweep, one run per cell tagged ``kind=cell``),
-writes ``report.md``, CSV tables and PNG plots to DIR (default ``results/<experiment>/``) and
-logs them as artifacts (under ``report/``) of the experiment's summary run (tag
-``kind=summary``), which is created once and reused on later runs. The sweep calls
-:func:`write_report` when it ends.
+Reads the sweep's runs (one experiment per sweep, one run per cell tagged ``kind=cell``; per
+(task, ratio, arm) only its current configuration, see :mod:`results.configs`), writes
+``report.md`` (Setup, Table 1, training budget, paired comparisons, efficiency, plots, failures,
+other configurations, search phase), ``report.html`` (the same with the plots inline), CSV
+tables and PNG plots to DIR (default ``results/<experiment>/``) and logs them under ``report/``
+of the experiment's summary run (tag ``kind=summary``, created by the sweep at launch or here,
+reused on later runs), with Table 1, the paired, budget and efficiency tables as MLflow tables,
+counts as metrics and Table 1 as the run's description. The sweep calls :func:`write_report`
+when it ends. How every number is computed: ``docs/report.md``.
 
 Nothing is written when the store, the experiment or its cell runs are missing: the CLI prints
 one line on stderr and exits with status 2, so an earlier good report is never replaced by an
@@ -652,13 +656,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m results.report",
         description=(
-            "Report of one BatchMixup sweep, read only from MLflow. Writes report.md (Table 1 "
-            "vs the paper with mean ± std over seeds, paired batchmixup-vs-baseline tests, "
-            "epoch-time efficiency vs the paper's claim, failed and missing cells, a separate "
-            "search-phase summary), CSV tables (cells, table1, paired, efficiency, failed, "
-            "missing, search) and PNG plots (accuracy vs training data, seconds per epoch, "
-            "per-epoch accuracy curves) to --out, and logs them as artifacts of the "
-            "experiment's summary run (tag kind=summary, reused on reruns)."
+            "Report of one BatchMixup sweep, read only from MLflow. Writes report.md and "
+            "report.html (the setup the runs recorded; Table 1 as mean ± std over seeds, with "
+            "the paper's numbers as Δ only in the paper's setting, else as reference; the "
+            "training budget; paired comparisons from integer counts with t-intervals, "
+            "t-tests, a paired bootstrap and Holm's correction; epoch times compared within "
+            "one update path; failed and missing cells; other configurations; the search "
+            "phase), CSV tables and PNG plots (accuracy vs training data, epoch time, "
+            "per-epoch accuracy curves) to --out, and logs them to the experiment's summary "
+            "run (tag kind=summary), with MLflow tables, metrics and a description."
         ),
         epilog=(
             "Exit status: 0 on success; 2 with a one-line message on stderr when the store, "
