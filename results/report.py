@@ -497,14 +497,20 @@ def _artifact_predictions(tracking_uri: str) -> paired.Predictions:
 # --------------------------------------------------------------------------- MLflow
 
 
+def _cell_counts(report: Report) -> dict[str, int]:
+    """Cells with a finished run, and all cells of the grid (finished + without one)."""
+    finished = len(tables.finished_cells(report.runs))
+    return {"cells_finished": finished,
+            "cells_total": finished + len(report.frames["missing"])}
+
+
 def _summary_metrics(report: Report) -> dict[str, float]:
     """Counts and per-cell numbers logged as metrics of the summary run."""
     frames = report.frames
     finals = tables.final_phase(report.runs)
     table = frames["paired"]
     out: dict[str, float] = {
-        "cells_finished": float(len(tables.finished_cells(report.runs))),
-        "cells_total": float(len(tables.finished_cells(report.runs)) + len(frames["missing"])),
+        **{k: float(v) for k, v in _cell_counts(report).items()},
         "runs_failed": float(len(frames["failed"])),
         "groups": float(len(frames["table1"])),
         "other_configurations": float(len(frames["configurations"])),
@@ -541,8 +547,7 @@ def _summary_tags(report: Report) -> dict[str, str]:
         "report.hardware": hardware[:NOTE_LIMIT],
         "report.paper_setting": ", ".join(t for t, ok in facts.paper_tasks.items() if ok)
         or "none",
-        "report_cells_finished": str(len(tables.finished_cells(report.runs))),
-        "report_cells_total": str(len(tables.current_final(report.runs))),
+        **{f"report_{k}": str(v) for k, v in _cell_counts(report).items()},
     }
 
 
