@@ -121,7 +121,7 @@ def standard_tags(entry_point: str) -> dict[str, str]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    command = " ".join(shlex.quote(a) for a in [f"python -m {entry_point}", *sys.argv[1:]])
+    command = " ".join(["python -m", entry_point, *(shlex.quote(a) for a in sys.argv[1:])])
     return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL",
             "mlflow.source.git.commit": commit, "mlflow.user": user, "git_commit": commit,
             "command": redact_credentials(command)[:5000]}
@@ -132,7 +132,9 @@ def runs_url(uri: str, experiment_id: str) -> str:
     the page of ``mlflow ui`` started as the README says."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else \
         "http://127.0.0.1:5000"
-    url = f"{redact_credentials(base)}/#/experiments/{experiment_id}/runs"
+    # workflowType=machine_learning: MLflow 3's UI shows the runs table, not the GenAI overview
+    url = f"{redact_credentials(base)}/#/experiments/{experiment_id}/runs" \
+          "?workflowType=machine_learning"
     if base != uri.rstrip("/"):
         url += f" (after: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000)"
     return url
