@@ -40,24 +40,30 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path, port: int | None = None):
-    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``folder``."""
+def mlflow_server(folder: Path, port: int | None = None, backend: str | None = None,
+                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``folder`` (or
+    ``backend``, e.g. a ``postgresql://`` URI); ``extra``: more server flags."""
     port = port or free_port()
-    proc = start_mlflow_server(folder, port)
+    proc = start_mlflow_server(folder, port, backend, extra, env)
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
         stop(proc)
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None,
+                        extra: tuple[str, ...] = (),
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / f"server-{port}.log", "a")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "--backend-store-uri", backend or f"sqlite:///{folder / 'mlflow.db'}",
+         "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1",
+         *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
+        env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 90
     import urllib.request
 
