@@ -24,11 +24,13 @@ def sweep_env(cache_dir: Path) -> dict[str, str]:
 
 
 def run_sweep(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 600,
-              module: str = "orchestrator.sweep") -> subprocess.CompletedProcess:
-    """Run ``python -m orchestrator.sweep ARGS`` in ``cwd``; output is kept for assertions."""
+              module: str = "orchestrator.sweep",
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m orchestrator.sweep ARGS`` in ``cwd``; output is kept for assertions.
+    ``env``: variables added to the sweep's environment."""
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                          env=sweep_env(cache_dir), capture_output=True, text=True,
-                          timeout=timeout)
+                          env={**sweep_env(cache_dir), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
     (cwd / f"{module}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     return proc
 
