@@ -81,6 +81,8 @@ class MlflowCellCallback(Callback):
         cell, state = self._state(trial)
         if "hardware" in result and not state.hardware_tagged:
             self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
+            if result.get("ray_gpu_ids"):  # the GPU ids Ray assigned the trial (trainable.py)
+                self.tracker.set_tag(cell, "ray_gpu_ids", str(result["ray_gpu_ids"]))
             state.hardware_tagged = True
         if result.get("failure_reason"):
             state.failure = str(result["failure_reason"])

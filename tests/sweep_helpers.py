@@ -109,3 +109,14 @@ def steps(tracking_uri: str, run_id: str, key: str = "epoch_seconds") -> list[in
 
     return sorted(m.step for m in MlflowClient(tracking_uri=tracking_uri)
                   .get_metric_history(run_id, key))
+
+
+def peak_overlap(runs: list) -> int:
+    """Most runs open at one instant, from the start and end times the store recorded (an end
+    at the same millisecond as a start counts first)."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    open_runs = peak = 0
+    for _, delta in events:
+        open_runs += delta
+        peak = max(peak, open_runs)
+    return peak

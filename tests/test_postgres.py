@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
+from tests.sweep_helpers import cell_runs, mlflow_server, peak_overlap, run_sweep, steps
 from tests.test_faults import LiveSweep, assert_one_run_per_cell_each_epoch_once
 
 STRATEGIES = ("none", "mixup", "nonlinear_mixup", "batchmixup")
@@ -35,16 +35,6 @@ def sweep_args(data_dir: Path, tmp_path: Path, uri: str, *extra: str) -> list[st
     return ["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01", "--seeds", "0",
             "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "ray"),
             "--tracking-uri", uri, "--no-report", *extra]
-
-
-def peak_overlap(runs: list) -> int:
-    """Most runs open at one instant (start/end times recorded by the store)."""
-    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
-    open_runs = peak = 0
-    for _, delta in events:
-        open_runs += delta
-        peak = max(peak, open_runs)
-    return peak
 
 
 @pytest.mark.slow
