@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,10 +81,13 @@ def worker_venv_path(tmp_path_factory: pytest.TempPathFactory, requirements: lis
 
 
 @pytest.fixture(scope="module")
-def worker_venv(tmp_path_factory) -> Path:
-    """A virtual environment of the same Python with the dependencies, without the project."""
+def worker_venv(tmp_path_factory) -> Iterator[Path]:
+    """A virtual environment of the same Python with the dependencies, without the project
+    (removed afterwards unless kept by ``BATCHMIXUP_WORKER_VENV``/``BATCHMIXUP_TEST_CACHE``)."""
     requirements = frozen_requirements()
     venv = worker_venv_path(tmp_path_factory, requirements)
+    keep = bool(os.environ.get("BATCHMIXUP_WORKER_VENV") or
+                os.environ.get("BATCHMIXUP_TEST_CACHE"))
     if not (venv / ".complete").is_file():
         subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv",
                         "--clear", str(venv)], check=True)
@@ -94,11 +98,13 @@ def worker_venv(tmp_path_factory) -> Path:
         assert proc.returncode == 0, proc.stderr[-3000:]
         (venv / ".complete").write_text("ok")
     # the precondition of the whole test: the project is not importable there
-    neutral = tempfile.mkdtemp(prefix="neutral-")
+    neutral = tmp_path_factory.mktemp("neutral")
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", "import trainers"], cwd=neutral,
                           env=node_env(), capture_output=True, text=True)
     assert proc.returncode != 0 and "No module named 'trainers'" in proc.stderr, proc.stderr
-    return venv
+    yield venv
+    if not keep:  # ~2.3 GB
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 def node_env(token: str | None = None) -> dict[str, str]:
@@ -171,8 +177,6 @@ def two_venv_cluster(worker_venv: Path) -> Iterator[tuple[str, dict[str, str], P
         yield address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, temp
     finally:
         stop_ray_processes(str(temp))
-        import shutil
-
         shutil.rmtree(temp, ignore_errors=True)
 
 
