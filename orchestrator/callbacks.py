@@ -89,6 +89,8 @@ class MlflowCellCallback(Callback):
             if spec(trial)["cell"].get("precision") != "auto":
                 learnt.pop("precision")  # logged as configured at the start
             self.tracker.log_params(cell, {k: str(v) for k, v in learnt.items() if v})
+            if result.get("ray_gpu_ids"):  # the GPU ids Ray assigned the trial (trainable.py)
+                self.tracker.set_tag(cell, "ray_gpu_ids", str(result["ray_gpu_ids"]))
             state.hardware_tagged = True
         if result.get("failure_reason"):
             state.failure = str(result["failure_reason"])

@@ -580,7 +580,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
           f"{plan.seed}); MLflow parent run {parent}", flush=True)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # failure results carry no metric
     tuner = tune.Tuner(
-        tune.with_resources(_trainable(), {"cpu": resources["cpu"], "gpu": resources["gpu"]}),
+        tune.with_resources(_trainable(), resources),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=plan.num_samples,

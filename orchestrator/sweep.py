@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from orchestrator.runtime import (
+    check_custom_resources,
+    code_runtime_env,
+    describe_resources,
+    parse_trial_resources,
+)
 from orchestrator.spaces import (
     Cell,
     Sweep,
@@ -93,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=3, help="retries of a trial whose "
                    "worker died, each from its last epoch checkpoint (default: 3)")
     r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    r.add_argument("--num-gpus", type=int, help="GPUs of a local Ray (default: those CUDA "
+                   "sees); on a machine without GPUs, N > 0 makes N logical GPUs, to try "
+                   "--gpus-per-trial scheduling (trials then fall back to CPU)")
+    r.add_argument("--trial-resources", metavar="NAME=AMOUNT[,...]", help="custom Ray "
+                   "resources each trial asks for, e.g. worker_node=1 to run trials only on "
+                   "nodes started with ray start --resources '{\"worker_node\": 4}'")
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep from "
                    "its Tune state: finished cells are kept, interrupted ones resume from "
                    "their checkpoints")
@@ -141,6 +153,9 @@ def check_ray_args(args: argparse.Namespace) -> None:
             raise SweepError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise SweepError("--max-concurrent must be >= 1")
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise SweepError("--num-gpus must be >= 0")
+    parse_trial_resources(args.trial_resources)
 
 
 def check_inputs(cells: list[Cell]) -> None:
@@ -224,14 +239,16 @@ def start_ray(args: argparse.Namespace) -> None:
                               "configure_logging": True}
     if args.address:
         try:
-            ray.init(address=args.address, **kwargs)
+            # The cluster's workers get this project's code from the driver (runtime.py).
+            ray.init(address=args.address, runtime_env=code_runtime_env(), **kwargs)
         except (ConnectionError, RuntimeError) as exc:
             raise SweepError(f"cannot connect to Ray at {args.address}: "
                              f"{str(exc).splitlines()[0]}") from None
     else:
         # "local": always a new Ray of our own, never a cluster found through RAY_ADDRESS or the
         # address file a (possibly dead) `ray start` left in Ray's temp folder.
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=args.num_cpus,
+                 num_gpus=args.num_gpus, include_dashboard=False,
                  dashboard_host="127.0.0.1", **kwargs)
 
 
@@ -261,7 +278,8 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
     # Feature extraction is the one heavy CPU step and runs before any trial: it asks for a
     # trial's resources (always schedulable) but uses as many threads as the largest node has.
     threads = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(warm_cache_task)
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
+                      resources=resources.get("custom_resources") or None)(warm_cache_task)
     for cell in groups.values():
         c = cell.config
         label = f"{c.task} ({c.model}, {c.mode}, max_length={c.max_length})"
@@ -279,7 +297,9 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
               flush=True)
 
 
-def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, float]:
+def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, Any]:
+    """What one trial asks Ray for: ``cpu``, ``gpu`` and ``custom_resources`` (a dict, maybe
+    empty), the form ``tune.with_resources`` takes; custom ones must exist in the cluster."""
     import ray
 
     gpus = args.gpus_per_trial
@@ -291,7 +311,9 @@ def trial_resources(args: argparse.Namespace, sweep: Sweep) -> dict[str, float]:
     if cpus is None:
         cpus = sweep.resources.get("cpus_per_trial", 1.0)
         cpus = min(cpus, max(1.0, ray.cluster_resources().get("CPU", 1.0)))
-    return {"cpu": float(cpus), "gpu": float(gpus)}
+    custom = parse_trial_resources(args.trial_resources)
+    check_custom_resources(custom, ray.cluster_resources(), args.address)
+    return {"cpu": float(cpus), "gpu": float(gpus), "custom_resources": custom}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -322,8 +344,7 @@ def run(args: argparse.Namespace) -> int:
 
     start_ray(args)
     resources = trial_resources(args, sweep)
-    print(f"[{sweep.name}] trial resources: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
-          flush=True)
+    print(f"[{sweep.name}] trial resources: {describe_resources(resources)}", flush=True)
     outcome = execute(args, sweep, todo, tracker, storage, resources) if todo else {}
     return finish(args, sweep, cells, tracker, tracking_uri, outcome)
 
@@ -391,8 +412,7 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
     todo_names = {c.name for c in todo}
     skip = frozenset(name for name, _ in tracker.finished_cells() if name not in todo_names) \
         if resume else frozenset()
-    trainable = tune.with_resources(cell_trainable(skip), {"cpu": resources["cpu"],
-                                                           "gpu": resources["gpu"]})
+    trainable = tune.with_resources(cell_trainable(skip), resources)
     mlflow_cb = MlflowCellCallback(tracker, skip=skip)
     progress = ProgressCallback(sweep.name, len(todo), skip=skip)
     # Old checkpoints are deleted by CheckpointRetention, not by Tune's num_to_keep, whose

@@ -28,6 +28,7 @@ Guarantees and how they are kept:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -87,6 +88,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it "
                                 "(mlflow server --host 127.0.0.1 ...) or pass --tracking-uri"
                                 ) from None
+        check_server_api(uri, timeout)
         return
     if parsed.scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):])
@@ -99,8 +101,125 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     if parsed.scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri!r}: MLflow 3 needs a database or a server; use "
                             "sqlite:///path/mlflow.db or http://host:port")
+    if parsed.scheme.split("+", 1)[0] == "postgresql":  # also postgresql+psycopg2:// etc.
+        check_database(uri, timeout)
+        return
     if parsed.scheme not in ("postgresql", "mysql", "mssql", "databricks"):
-        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+        hint = "; write postgresql://" if parsed.scheme == "postgres" else ""
+        raise TrackingError(f"tracking URI {redact_uri(uri)!r}: unsupported scheme "
+                            f"{parsed.scheme!r}{hint}")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with a password (``user:PASSWORD@host``, ``?password=``) shown as ``***``."""
+    parsed = urlparse(uri)
+    netloc = parsed.netloc
+    if parsed.password is not None:
+        netloc = f"{parsed.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1***", parsed.query)
+    if (netloc, query) == (parsed.netloc, parsed.query):
+        return uri  # unchanged (urlunparse would also turn sqlite://// into sqlite://)
+    return parsed._replace(netloc=netloc, query=query).geturl()
+
+
+def check_server_api(uri: str, timeout: float = 5.0, read_timeout: float = 60.0) -> None:
+    """One authenticated API call to an ``http(s)://`` tracking server, after ``/health``.
+
+    ``/health`` answers 200 to anybody, but an MLflow 3 server refuses every API call (HTTP 403)
+    whose ``Host`` header is not in its ``--allowed-hosts`` (by default localhost and private
+    IP addresses: a host *name* such as ``http://head-node:5000`` is refused), and a server
+    behind authentication answers 401/403 without the right credentials. The call uses
+    MLflow's own client credentials (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
+    ``MLFLOW_TRACKING_TOKEN``, TLS settings), so it fails exactly when the sweep's writes would.
+    A server's first API call may be slow (it opens its store; basic auth hashes the password:
+    ~7 s measured on 2 busy cores), hence ``read_timeout`` beside the connect ``timeout``.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        reply = http_request(get_default_host_creds(uri.rstrip("/")), endpoint, "GET",
+                             max_retries=0, timeout=(timeout, read_timeout),
+                             raise_on_status=False,
+                             params={"max_results": 1})
+    except Exception as exc:  # noqa: BLE001 - connection errors of any client layer
+        raise TrackingError(f"tracking server {redact_uri(uri)} did not answer GET {endpoint} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                            ) from None
+    if 200 <= reply.status_code < 300:
+        return
+    raise TrackingError(server_refusal(redact_uri(uri), reply.status_code, reply.reason,
+                                       reply.text, endpoint))
+
+
+def server_refusal(shown: str, status: int, reason: str, body: str, endpoint: str) -> str:
+    """The one-line cause of a non-2xx answer to the API check, naming the fix."""
+    first = (body.strip().splitlines() or [""])[0][:200]
+    answer = f"tracking server {shown} answered HTTP {status} {reason} to GET {endpoint}"
+    host = urlparse(shown).netloc.rpartition("@")[2]
+    credentials = ("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                   "MLFLOW_TRACKING_TOKEN)")
+    if status == 403 and "Invalid Host header" in body:
+        return (f"{answer} ({first}): the server does not accept the host name {host!r}; "
+                f"restart it with --allowed-hosts {host} (the host:port of --tracking-uri), "
+                "or use an address it allows")
+    if status == 401:
+        given = "rejected the credentials in" if _has_credentials() else "needs credentials:"
+        return f"{answer} ({first}): the server {given} set {credentials}"
+    if status == 403:
+        return (f"{answer} ({first}): either its --allowed-hosts does not include {host!r} "
+                f"(restart it with --allowed-hosts {host}) or the user of {credentials} may "
+                "not use this server")
+    return (f"{answer} ({first}); is --tracking-uri the address of an MLflow tracking server, "
+            "with its path prefix if it has one?")
+
+
+def _has_credentials() -> bool:
+    return any(os.environ.get(name) for name in (
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"))
+
+
+def check_database(uri: str, timeout: float = 5.0) -> None:
+    """Connect once to a ``postgresql://`` store before anything starts.
+
+    Without this a missing driver, a server that is down, a wrong password or a missing
+    database surface later as a long traceback, or as minutes of MLflow's own connection
+    retries. Plain ``postgresql://`` uses psycopg2 (``pip install -e ".[postgres]"``);
+    ``postgresql+psycopg://`` selects psycopg 3.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    shown = redact_uri(uri)
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={
+            "connect_timeout": max(1, int(timeout))})
+    except ModuleNotFoundError as exc:
+        raise TrackingError(f"tracking store {shown}: its database driver ({exc.name}) is not "
+                            "installed; pip install -e \".[postgres]\" (psycopg2 for "
+                            "postgresql://)") from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise TrackingError(f"tracking store {shown}: {str(exc).splitlines()[0]}") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+        raise TrackingError(f"tracking store {shown}: cannot connect ({reason}); "
+                            f"{_database_hint(reason)}") from None
+    finally:
+        engine.dispose()
+
+
+def _database_hint(reason: str) -> str:
+    """What to do about a failed PostgreSQL connection, from the server's message."""
+    if "password authentication failed" in reason or "no password supplied" in reason:
+        return "check the user and password in the URI"
+    if "does not exist" in reason:
+        return "create the database (createdb) or fix its name in the URI"
+    return ("is PostgreSQL running and listening on that host and port (listen_addresses, "
+            "port, pg_hba.conf)?")
 
 
 def redact_credentials(text: str) -> str:

@@ -64,8 +64,9 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
         device = pick_device(config.device)
-        hardware = hardware_name(device, config.precision)
-        reporter.extra["hardware"] = hardware
+        gpu_ids = ray_gpu_ids()
+        hardware = hardware_label(hardware_name(device, config.precision), device.type, gpu_ids)
+        reporter.extra.update(hardware=hardware, ray_gpu_ids=",".join(gpu_ids))
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
                        resume_from=resume_from, log=lambda line: print(line, flush=True))
@@ -79,6 +80,33 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
                          "hardware": hardware})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ray_gpu_ids() -> list[str]:
+    """The GPU ids Ray assigned to this trial (empty without ``--gpus-per-trial``).
+
+    Ray also sets ``CUDA_VISIBLE_DEVICES`` to them, so ``cuda:0`` inside the trial is the first
+    assigned GPU; a fractional ``--gpus-per-trial`` gives several trials the same id.
+    """
+    import ray
+
+    return [str(gpu) for gpu in ray.get_gpu_ids()]
+
+
+def hardware_label(hardware: str, device_type: str, gpu_ids: list[str]) -> str:
+    """The ``hardware`` tag: the device the cell ran on, saying so when Ray assigned GPUs but
+    the cell ran on the CPU (no CUDA on the node, or ``device=cpu``).
+
+    The same for every trial of a node type (the ids themselves go to ``ray_gpu_ids``), so the
+    report's per-hardware grouping is not split by GPU index. No ``;`` (the report joins
+    hardware names with ``; ``).
+    """
+    if not gpu_ids or device_type == "cuda":
+        return hardware
+    import torch
+
+    reason = "CUDA not available" if not torch.cuda.is_available() else "device=cpu"
+    return f"{hardware} (Ray assigned GPU(s), {reason}: ran on CPU)"
 
 
 def cell_trainable(finished: frozenset[str] = frozenset()) -> Any:
