@@ -19,7 +19,8 @@ import statistics
 import torch
 
 from trainers.config import CellConfig
-from trainers.loop import CellTrainer, pick_device
+from trainers.device import pick_device
+from trainers.loop import CellTrainer
 from trainers.precision import PRECISIONS
 from trainers.prepare import prepare_cell
 

@@ -14,6 +14,10 @@ from ray.tune import Callback
 from orchestrator.tracking import CellRun, SweepTracker
 
 _SCRATCH: list[Path] = []
+DESCRIBED = ("update_path", "precision", "data_source", "num_labels", "n_train", "n_val",
+             "n_test")
+"""Set-up facts a trial reports with its results (trainers.loop.CellTrainer.describe), logged
+as params of its run."""
 
 
 def artifact_scratch() -> Path:
@@ -56,7 +60,7 @@ class MlflowCellCallback(Callback):
         cell = cfg["cell"]
         tags = {"task": cell["task"], "ratio": str(float(cell["ratio"])),
                 "strategy": cell["strategy"], "arm": cfg["arm"], "seed": str(cell["seed"]),
-                "ray_trial_id": trial.trial_id}
+                "fingerprint": cfg.get("fingerprint", ""), "ray_trial_id": trial.trial_id}
         self.tracker.attach(cell_of(trial), int(cell["epochs"]), tags, cfg["params"])
 
     def _state(self, trial: Any) -> tuple[str, CellRun]:
@@ -81,6 +85,12 @@ class MlflowCellCallback(Callback):
         cell, state = self._state(trial)
         if "hardware" in result and not state.hardware_tagged:
             self.tracker.set_tag(cell, "hardware", str(result["hardware"]))
+            learnt = {k: result.get(k) for k in DESCRIBED}
+            if spec(trial)["cell"].get("precision") != "auto":
+                learnt.pop("precision")  # logged as configured at the start
+            self.tracker.log_params(cell, {k: str(v) for k, v in learnt.items() if v})
+            if result.get("ray_gpu_ids"):  # the GPU ids Ray assigned the trial (trainable.py)
+                self.tracker.set_tag(cell, "ray_gpu_ids", str(result["ray_gpu_ids"]))
             state.hardware_tagged = True
         if result.get("failure_reason"):
             state.failure = str(result["failure_reason"])
@@ -140,11 +150,13 @@ def _error_line(trial: Any) -> str:
 
 
 class ProgressCallback(Callback):
-    """Live progress: one line per epoch result and a status line every ``every`` seconds."""
+    """Live progress: a line per epoch result (at most one per cell every ``epoch_every``
+    seconds, and always the final one) and a status line every ``every`` seconds."""
 
     def __init__(self, sweep: str, total: int, every: float = 15.0,
-                 skip: frozenset[str] = frozenset()) -> None:
+                 skip: frozenset[str] = frozenset(), epoch_every: float = 5.0) -> None:
         self.sweep = sweep
+        self.epoch_every = epoch_every
         self.total = total
         self.skip = skip
         self.every = every
@@ -153,6 +165,7 @@ class ProgressCallback(Callback):
         self.done: set[str] = set()
         self.failed: set[str] = set()
         self.running: set[str] = set()
+        self.printed: dict[str, float] = {}  # cell -> when its last epoch line was printed
 
     def _status(self) -> str:
         elapsed = time.monotonic() - self.start
@@ -178,11 +191,26 @@ class ProgressCallback(Callback):
         if result.get("failure_reason"):
             print(f"  {cell}: FAILED: {result['failure_reason']}", flush=True)
             return
-        if "epoch" in result:
-            acc = result.get("accuracy", result.get("val_accuracy", float("nan")))
-            print(f"  {cell} epoch {int(result['epoch'])}/{spec(trial)['cell']['epochs']}: "
-                  f"acc={acc:.4f} loss={result.get('train_loss', float('nan')):.4f} "
-                  f"{result.get('epoch_seconds', 0.0):.2f}s", flush=True)
+        if "epoch" not in result:
+            return
+        now = time.monotonic()
+        final = bool(result.get("final"))
+        if not final and now - self.printed.get(cell, -math.inf) < self.epoch_every:
+            return  # cells of many tiny epochs: one line per epoch_every seconds
+        self.printed[cell] = now
+        scores = " ".join(f"{name}={result[key]:.4f}" for key, name in
+                          (("val_accuracy", "val_acc"), ("accuracy", "acc")) if key in result)
+        line = (f"  {cell} epoch {int(result['epoch'])}: {scores} "
+                f"loss={result.get('train_loss', float('nan')):.4f} "
+                f"updates={int(result.get('updates', 0))} "
+                f"{result.get('epoch_seconds', 0.0):.2f}s")
+        if final:
+            line += f" | final: selected epoch {int(result.get('selected_epoch', 0))}"
+            if "test_accuracy" in result:
+                line += f", test acc {result['test_accuracy']:.4f}"
+            if "converged" in result:
+                line += ", converged" if result["converged"] else ", NOT converged"
+        print(line, flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cell = cell_of(trial)
@@ -217,24 +245,33 @@ def _clock(seconds: float) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Terminal table: accuracy mean±std and mean epoch seconds per task × ratio × arm."""
+    """Terminal table per task × ratio × arm: the result accuracy (test accuracy at the
+    selected epoch, or the selected validation accuracy of a validation-only sweep) as
+    mean±std, mean optimizer updates, converged cells and mean epoch seconds."""
     groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         key = (row["task"], row["ratio"], row["arm"])
-        if row.get("status") == "FINISHED":
+        if row.get("status") == "FINISHED" and not math.isnan(row.get("accuracy", math.nan)):
             groups[key]["acc"].append(row["accuracy"] * 100)
             groups[key]["sec"].append(row["epoch_seconds"])
+            groups[key]["upd"].append(row.get("updates", math.nan))
+            if not math.isnan(row.get("converged", math.nan)):
+                groups[key]["conv"].append(row["converged"])
         groups[key]["n"].append(1.0)
-    lines = [f"{'task':<10} {'ratio':>6} {'strategy':<22} {'accuracy % (mean±std, n)':<28} "
-             f"{'epoch s':>8}"]
+    metric = "val acc %" if any(r.get("metric") == "val" for r in rows) else "test acc %"
+    lines = [f"{'task':<10} {'ratio':>6} {'strategy':<22} {metric + ' (mean±std, n)':<28} "
+             f"{'updates':>8} {'converged':>9} {'epoch s':>8}"]
     for (task, ratio, arm), values in sorted(groups.items(),
                                              key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
-        acc, sec = values["acc"], values["sec"]
+        acc, sec, conv = values["acc"], values["sec"], values["conv"]
         if acc:
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0
             text = f"{statistics.mean(acc):6.2f} ± {std:5.2f} ({len(acc)}/{len(values['n'])})"
             secs = f"{statistics.mean(sec):8.2f}"
+            upd = f"{statistics.mean(values['upd']):8.0f}"
+            done = f"{int(sum(conv))}/{len(conv)}" if conv else "—"
         else:
-            text, secs = f"— (0/{len(values['n'])})", "—"
-        lines.append(f"{task:<10} {ratio:>6g} {arm:<22} {text:<28} {secs:>8}")
+            text, secs, upd, done = f"— (0/{len(values['n'])})", "—", "—", "—"
+        lines.append(f"{task:<10} {ratio:>6g} {arm:<22} {text:<28} {upd:>8} {done:>9} "
+                     f"{secs:>8}")
     return "\n".join(lines)

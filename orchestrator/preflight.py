@@ -95,11 +95,12 @@ def check_resume_storage(storage: str, name: str) -> None:
 
 
 # --------------------------------------------------------------------------- resources
-def local_totals(num_cpus: int | None) -> dict[str, float]:
+def local_totals(num_cpus: int | None, num_gpus: float | None = None) -> dict[str, float]:
     """What a local Ray started by the sweep will have: ``--num-cpus`` (else every CPU) and
-    the GPUs this process sees."""
+    ``--num-gpus`` (else the GPUs this process sees)."""
     cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
-    gpus = 0
+    if num_gpus is not None:
+        return {"CPU": float(cpus), "GPU": float(num_gpus)}
     try:
         import torch
 

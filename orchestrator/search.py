@@ -68,7 +68,7 @@ from orchestrator.tracking import (
     TrackingError,
     check_tracking_uri,
     default_tracking_uri,
-    git_commit,
+    standard_tags,
 )
 from trainers.config import CellConfig
 from trainers.errors import CellError, ConfigError
@@ -76,19 +76,24 @@ from trainers.strategies import STRATEGIES
 
 PHASES = ("search", "final", "both")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-TEST_METRICS = ("accuracy", "macro_f1")
+TEST_METRICS = ("accuracy", "macro_f1", "test_accuracy", "test_macro_f1", "test_correct",
+                "test_examples")
 """Metrics computed on the test split; a search trial must never report them."""
 METRIC = "val_accuracy"
-FIXED = {"task", "ratio", "strategy", "seed", "eval_split", "val_fraction", "epochs",
-         "data_dir", "train_file", "test_file", "cache_dir", "device", "precision"}
-"""Settings a search space may not vary (the cell identity, the split, the budget, paths)."""
+FIXED = {"task", "ratio", "strategy", "seed", "eval_split", "selection", "val_fraction",
+         "val_min_examples", "val_max_fraction", "data_dir", "train_file", "test_file",
+         "cache_dir", "device", "precision", "checkpoint_every", "eval_batch_size"}
+"""Settings a search space may not vary (the cell identity, the split, paths). The budget
+(``epochs``, ``min_updates``, ``patience``) and the learning rates may be searched, for every
+arm including ``none``."""
 SEARCH_DEFAULTS: dict[str, Any] = {
     "num_samples": 16, "seed": 0, "sampler_seed": 0, "startup_trials": 5,
     "include_default": True, "grace_period": 1, "reduction_factor": 3,
     "min_val_examples": 30, "max_val_fraction": 0.4, "space": None,
 }
-SELECTION_RULE = ("highest last-epoch val_accuracy among trials that trained every epoch "
-                  "(all trials if none did), ties: higher val_macro_f1, then earlier trial")
+SELECTION_RULE = ("highest val_accuracy (at the trial's selected epoch; at its last epoch "
+                  "for trials ASHA stopped) among trials that ran to their own end (all trials "
+                  "if none did), ties: higher val_macro_f1, then earlier trial")
 
 EPILOG = """examples:
   python -m orchestrator.search --preset alpha_search --data-dir ../shared/data
@@ -119,7 +124,7 @@ class SearchParam:
     low: float | None = None
     high: float | None = None
     values: tuple[Any, ...] = ()
-    strategies: tuple[str, ...] = tuple(s for s in STRATEGIES if s != "none")
+    strategies: tuple[str, ...] = STRATEGIES
 
     def domain(self) -> Any:
         from ray import tune
@@ -159,7 +164,19 @@ class SearchPlan:
     params: tuple[SearchParam, ...]
 
     def space_for(self, strategy: str) -> tuple[SearchParam, ...]:
-        return tuple(p for p in self.params if strategy in p.strategies)
+        """The searched settings that apply to ``strategy`` (listed for it, and read by it:
+        ``temperature`` is not searched for mixup, ``alpha`` not for none)."""
+        return tuple(p for p in self.params if strategy in p.strategies
+                     and applies(p.name, strategy))
+
+
+def applies(setting: str, strategy: str) -> bool:
+    """Whether ``strategy`` reads ``setting`` (:meth:`CellConfig.applicable`), in the setting
+    a search trial trains in (validation split, early stopping, encoder fine-tuned or not)."""
+    probe = CellConfig(strategy=strategy, eval_split="val", selection="best_val", patience=1,
+                       epochs=2)
+    return setting in probe.applicable() or setting in dataclasses.replace(
+        probe, mode="finetune").applicable()
 
 
 def parse_plan(sweep: Sweep, args: argparse.Namespace) -> SearchPlan:
@@ -279,6 +296,21 @@ class Group:
         """The base values of the searched settings (the sweep's, else CellConfig's)."""
         return {p.name: self.base[p.name] for p in self.space}
 
+    def corners(self) -> list[dict[str, Any]]:
+        """The defaults, and each end of each searched range on its own."""
+        out = [self.defaults()]
+        for param in self.space:
+            ends = param.values if param.distribution == "choice" else (param.low, param.high)
+            out += [{**self.defaults(), param.name: _typed(param, end)} for end in ends]
+        return out
+
+    def max_epochs(self) -> int:
+        """The longest epoch budget a trial may get (ASHA's ``max_t``)."""
+        from trainers.budget import budget_epochs
+
+        return max(budget_epochs(self.config(values), self.train_examples)
+                   for values in self.corners())
+
 
 def check_no_leakage(configs: list[CellConfig], label: str) -> None:
     """The leakage guard: every search cell is scored on the validation split."""
@@ -287,13 +319,6 @@ def check_no_leakage(configs: list[CellConfig], label: str) -> None:
             raise LeakageError(f"{label}: search cell {config.cell_name} has eval_split="
                                f"{config.eval_split!r}; search trials must use eval_split=val "
                                "(a validation split carved from the training subset)")
-
-
-def search_val_fraction(plan: SearchPlan, base_fraction: float, subset: int) -> float:
-    """``val_fraction`` giving ``max(min_val_examples, base * subset)`` validation examples,
-    capped at ``max_val_fraction`` of the subset."""
-    wanted = max(base_fraction, plan.min_val_examples / max(1, subset))
-    return min(plan.max_val_fraction, wanted) if wanted > base_fraction else base_fraction
 
 
 def build_groups(sweep: Sweep, plan: SearchPlan) -> list[Group]:
@@ -316,26 +341,32 @@ def build_groups(sweep: Sweep, plan: SearchPlan) -> list[Group]:
         if data_key not in sizes:
             sizes[data_key] = len(load_cell_data(c).train)
         subset = subsample_indices(sizes[data_key], c.ratio, c.seed, c.task)
-        fraction = search_val_fraction(plan, c.val_fraction, len(subset))
+        split = val_settings(plan)
         try:
-            train, val = validation_split(subset, fraction, c.seed)
+            train, val = validation_split(subset, c.val_fraction, c.seed,
+                                          split["val_min_examples"], split["val_max_fraction"])
         except ConfigError as exc:
             raise SweepError(f"{cell.name}: {exc}") from None
-        base = {**c.to_dict(), "eval_split": "val", "val_fraction": fraction}
+        base = {**c.to_dict(), **split, "eval_split": "val"}
         key = cell.name.rsplit("/", 1)[0]
         group = Group(key, c.task, c.ratio, cell.arm, c.strategy, base,
                       plan.space_for(c.strategy), len(train), len(val))
-        group.config(group.defaults())
-        for param in group.space:  # both ends of every range make a valid cell
-            ends = param.values if param.distribution == "choice" else (param.low, param.high)
-            for end in ends:
-                try:
-                    group.config({**group.defaults(), param.name: _typed(param, end)})
-                except ConfigError as exc:
-                    raise SweepError(f"{sweep.source}: field 'search.space.{param.name}': "
-                                     f"{exc}") from None
+        for values in group.corners():  # both ends of every range make a valid cell
+            try:
+                group.config(values)
+            except ConfigError as exc:
+                raise SweepError(f"{sweep.source}: field 'search.space': {exc}") from None
         groups.append(group)
     return groups
+
+
+def val_settings(plan: SearchPlan) -> dict[str, Any]:
+    """The validation split of search trials, also used by the final cells' ``best_val``
+    selection, so that a final cell of the search seed validates on the very same examples:
+    ``val_fraction`` of the training subset, at least ``min_val_examples``, at most
+    ``max_val_fraction`` of it."""
+    return {"val_min_examples": plan.min_val_examples,
+            "val_max_fraction": plan.max_val_fraction}
 
 
 def _typed(param: SearchParam, value: Any) -> Any:
@@ -428,12 +459,15 @@ def search_callback_class() -> type:
             if name not in self.tracker.cells:
                 self._attach(trial)
             state = self.tracker.cells[name]
-            stopped = state.failure is None and 0 < len(state.logged_steps) < state.epochs
+            # ASHA stopped it before the trainer's final epoch (the trainer's own early
+            # stopping ends with a final epoch): every epoch it ran is logged, it is complete
+            stopped = (state.failure is None and state.final_step is None
+                       and bool(state.logged_steps))
             self.trials[name]["early_stopped"] = stopped
             self.tracker.set_tag(name, "early_stopped", str(stopped).lower())
-            if stopped:  # ASHA stopped it: every epoch it ran is logged, so it is complete
+            if stopped:
                 self.trials[name]["epochs_run"] = len(state.logged_steps)
-                state.epochs = len(state.logged_steps)
+                state.final_step = max(state.logged_steps)
             super().on_trial_complete(iteration, trials, trial, **info)
 
     return SearchMlflowCallback
@@ -456,6 +490,12 @@ class TrialRecord:
     val_macro_f1: float | None
     run_id: str | None = None
     failure: str | None = None
+
+
+def trial_score(finals: dict[str, float]) -> float | None:
+    """A trial's validation accuracy: at its selected epoch when it ended by its own budget or
+    early stopping, else (stopped by ASHA) at its last epoch."""
+    return finals.get("selected_val_accuracy", finals.get("val_accuracy"))
 
 
 def select(records: list[TrialRecord]) -> TrialRecord | None:
@@ -517,7 +557,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
 
     from orchestrator.callbacks import ProgressCallback
 
-    epochs = int(group.base["epochs"])
+    epochs = group.max_epochs()
     entry: dict[str, Any] = {
         "task": group.task, "ratio": group.ratio, "arm": group.arm, "strategy": group.strategy,
         "search_seed": plan.seed, "train_examples": group.train_examples,
@@ -541,7 +581,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
           f"{plan.seed}); MLflow parent run {parent}", flush=True)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # failure results carry no metric
     tuner = tune.Tuner(
-        tune.with_resources(_trainable(), {"cpu": resources["cpu"], "gpu": resources["gpu"]}),
+        tune.with_resources(_trainable(), resources),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=plan.num_samples,
@@ -575,7 +615,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             name=name, index=seen["index"], trial_id=seen["trial_id"], values=seen["values"],
             status=state.status if state else None,
             early_stopped=bool(seen.get("early_stopped")),
-            val_accuracy=state.finals.get("val_accuracy") if state else None,
+            val_accuracy=trial_score(state.finals) if state else None,
             val_macro_f1=state.finals.get("val_macro_f1") if state else None,
             run_id=state.run_id if state else None,
             failure=state.failure if state else None))
@@ -708,7 +748,8 @@ def run_search(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups:
     if not todo:
         return 0
     tracker = SweepTracker(tracking_uri, sweep.name, phase="search",
-                           base_tags={"sweep": sweep.name, "git_commit": git_commit()})
+                           base_tags={"sweep": sweep.name,
+                                      **standard_tags("orchestrator.search")})
     ensure_ray(args)
     resources = sweep_cli.trial_resources(args, sweep)
     cells = [Cell(f"{g.key}/search", g.arm, CellConfig.from_dict(g.base)) for g in todo]
@@ -755,7 +796,8 @@ def choices_table(choices: Choices, groups: list[Group]) -> str:
 # --------------------------------------------------------------------------- final phase
 
 
-def final_cells(sweep: Sweep, groups: list[Group], choices: Choices) -> list[Cell]:
+def final_cells(sweep: Sweep, plan: SearchPlan, groups: list[Group],
+                choices: Choices) -> list[Cell]:
     """The sweep's cells (final seeds, eval_split=test) with each group's chosen values."""
     missing = [g.key for g in groups if g.key not in choices.groups]
     if missing:
@@ -771,38 +813,23 @@ def final_cells(sweep: Sweep, groups: list[Group], choices: Choices) -> list[Cel
             raise SweepError(f"{choices.path}: {key} chose {', '.join(unknown)}, which the "
                              "search space does not vary for this strategy")
         config = CellConfig.from_dict({**cell.config.to_dict(), **values,
-                                       "eval_split": "test"}).validate()
+                                       **val_settings(plan), "eval_split": "test"}).validate()
         cells.append(Cell(cell.name, cell.arm, config))
     return cells
 
 
-def check_final_runs(tracker: SweepTracker, cells: list[Cell]) -> None:
-    """Refuse to reuse final runs that were trained with other values of the searched knobs."""
-    existing = tracker.existing_runs()
-    for cell in cells:
-        run = existing.get(cell.name)
-        if run is None or not run.data.params:
-            continue
-        params = cell.config.params()
-        differ = [f"{k}={run.data.params[k]} (now {params[k]})" for k in
-                  ("alpha", "temperature", "mix_samples", "eval_split")
-                  if k in run.data.params and run.data.params[k] != str(params[k])]
-        if differ:
-            raise SweepError(f"experiment {tracker.experiment!r} already has final run "
-                             f"{cell.name} with {', '.join(differ)}; use --name NEW for a new "
-                             "experiment or delete those runs in MLflow")
-
-
-def run_final(args: argparse.Namespace, sweep: Sweep, groups: list[Group], choices: Choices,
-              tracking_uri: str, storage: str) -> int:
-    cells = final_cells(sweep, groups, choices)
+def run_final(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups: list[Group],
+              choices: Choices, tracking_uri: str, storage: str) -> int:
+    cells = final_cells(sweep, plan, groups, choices)
+    sweep_cli.check_inputs(cells)  # fingerprints of the cells with the chosen values
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
-                           base_tags={"sweep": sweep.name, "git_commit": git_commit()})
-    check_final_runs(tracker, cells)
-    finished = tracker.finished_cells()
-    todo = [c for c in cells if c.name not in finished]
-    print(f"[{sweep.name}] final: {len(cells)} cells with the chosen values; "
-          f"{len(cells) - len(todo)} already FINISHED, {len(todo)} to run", flush=True)
+                           base_tags={"sweep": sweep.name,
+                                      **standard_tags("orchestrator.search")})
+    # other chosen values are another configuration: new runs, never mixed with the old
+    todo = sweep_cli.cells_to_run(sweep, cells, tracker, tracking_uri)
+    if args.resume:
+        sweep_cli.check_resume_manifest(f"{storage}/{sweep.name}-final", todo)
+    tracker.record_launch({c.name: c.fingerprint for c in cells})
     resources: dict[str, float] = {}
     if todo:
         ensure_ray(args)
@@ -874,11 +901,6 @@ def ensure_ray(args: argparse.Namespace) -> None:
         sweep_cli.start_ray(args)
 
 
-def _check_inputs(cells: list[Cell]) -> None:
-    check = getattr(sweep_cli, "check_inputs", None) or sweep_cli.check_data
-    check(cells)
-
-
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     sweep = sweep_cli.build_sweep(args)
@@ -887,7 +909,7 @@ def run(args: argparse.Namespace) -> int:
                          "search_spaces/alpha_search.yaml")
     plan = parse_plan(sweep, args)
     final = sweep.cells()
-    _check_inputs(final)
+    sweep_cli.check_inputs(final)
     groups = build_groups(sweep, plan)
     check_no_leakage([CellConfig.from_dict(g.base) for g in groups], sweep.source)
     report_dir = Path(args.report_dir) if args.report_dir else Path("results") / sweep.name
@@ -913,7 +935,7 @@ def run(args: argparse.Namespace) -> int:
     sweep_cli.preflight(args, sweep, storage, [f"{sweep.name}-final"])
     sweep_cli.hold_sweep_lock(args, tracking_uri, sweep.name)  # both phases, one experiment
     if args.phase == "final":
-        final_cells(sweep, groups, choices)  # fail before Ray starts if a choice is missing
+        final_cells(sweep, plan, groups, choices)  # fail before Ray starts: missing choices
     code = 0
     if args.phase in ("search", "both"):
         code = run_search(args, sweep, plan, groups, choices, tracking_uri, storage)
@@ -922,7 +944,7 @@ def run(args: argparse.Namespace) -> int:
             print("error: the search did not choose values for every group; the final phase "
                   "is skipped", file=sys.stderr)
             return 1
-        code = max(code, run_final(args, sweep, groups, choices, tracking_uri, storage))
+        code = max(code, run_final(args, sweep, plan, groups, choices, tracking_uri, storage))
     return code
 
 

@@ -59,11 +59,14 @@ class Arm:
 
 @dataclass
 class Cell:
-    """One trial: its name (``task/ratio/arm/seed``), arm label and full config."""
+    """One trial: its name (``task/ratio/arm/seed``), arm label, full config and, once the
+    driver computed it, the fingerprint of its configuration
+    (:func:`trainers.prepare.cell_fingerprint`)."""
 
     name: str
     arm: str
     config: CellConfig
+    fingerprint: str = ""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import socket
@@ -35,6 +36,12 @@ from orchestrator.preflight import (
     local_totals,
 )
 from orchestrator.preflight import check_storage as check_storage_location
+from orchestrator.runtime import (
+    check_custom_resources,
+    code_runtime_env,
+    describe_resources,
+    parse_trial_resources,
+)
 from orchestrator.spaces import (
     Cell,
     Sweep,
@@ -51,7 +58,8 @@ from orchestrator.tracking import (
     TrackingError,
     check_tracking_uri,
     default_tracking_uri,
-    git_commit,
+    runs_url,
+    standard_tags,
 )
 from results.uris import redact_text, redact_uri
 from trainers.errors import CellError, ConfigError
@@ -106,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=3, help="retries of a trial whose "
                    "worker died, each from its last epoch checkpoint (default: 3)")
     r.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    r.add_argument("--num-gpus", type=int, help="GPUs of a local Ray (default: those CUDA "
+                   "sees); on a machine without GPUs, N > 0 makes N logical GPUs, to try "
+                   "--gpus-per-trial scheduling (trials then fall back to CPU)")
+    r.add_argument("--trial-resources", metavar="NAME=AMOUNT[,...]", help="custom Ray "
+                   "resources each trial asks for, e.g. worker_node=1 to run trials only on "
+                   "nodes started with ray start --resources '{\"worker_node\": 4}'")
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep from "
                    "its Tune state: finished cells are kept, interrupted ones resume from "
                    "their checkpoints. Tune state is unpickled: the storage folder must be "
@@ -164,13 +178,18 @@ def check_ray_args(args: argparse.Namespace) -> None:
         raise SweepError("--max-concurrent must be >= 1")
     check_num_cpus(args.num_cpus)
     finite_wait(getattr(args, "wait_for_lock", None))
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise SweepError("--num-gpus must be >= 0")
+    parse_trial_resources(args.trial_resources)
 
 
 def check_inputs(cells: list[Cell]) -> None:
     """Load each task and find each model once on the driver: missing or malformed data or an
-    unavailable model stops everything before Ray or MLflow start."""
+    unavailable model stops everything before Ray or MLflow start. Then give every cell the
+    fingerprint of its configuration (settings, model identity, data content) and check that
+    its training subset can hold its validation split."""
     from trainers.model import check_model
-    from trainers.prepare import load_cell_data
+    from trainers.prepare import cell_fingerprint, cell_indices, load_cell_data
 
     for model in sorted({c.config.model for c in cells if c.config.task != "toy2d"}):
         check_model(model)
@@ -182,6 +201,13 @@ def check_inputs(cells: list[Cell]) -> None:
             continue
         seen.add(key)
         load_cell_data(c)
+    for cell in cells:
+        if cell.config.has_val_split and cell.config.task != "toy2d":
+            try:
+                cell_indices(cell.config, len(load_cell_data(cell.config).train))
+            except CellError as exc:
+                raise SweepError(f"cell {cell.name}: {exc}") from None
+        cell.fingerprint = cell_fingerprint(cell.config)
 
 
 def resolve_storage(value: str | None) -> str:
@@ -235,7 +261,8 @@ def start_ray(args: argparse.Namespace) -> None:
                               "configure_logging": True}
     if args.address:
         try:
-            ray.init(address=args.address, **kwargs)
+            # The cluster's workers get this project's code from the driver (runtime.py).
+            ray.init(address=args.address, runtime_env=code_runtime_env(), **kwargs)
         except (ConnectionError, RuntimeError) as exc:
             raise SweepError(f"cannot connect to Ray at {redact_uri(args.address)}: "
                              f"{redact_text(str(exc).splitlines()[0])}") from None
@@ -243,7 +270,8 @@ def start_ray(args: argparse.Namespace) -> None:
         # "local": always a new Ray of our own, never a cluster found through RAY_ADDRESS or the
         # address file a (possibly dead) `ray start` left in Ray's temp folder.
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=args.num_cpus,
+                 num_gpus=args.num_gpus, include_dashboard=False,
                  dashboard_host="127.0.0.1", **kwargs)
 
 
@@ -286,7 +314,8 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
     # Feature extraction is the one heavy CPU step and runs before any trial: it asks for a
     # trial's resources (always schedulable) but uses as many threads as the largest node has.
     threads = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(warm_cache_task)
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
+                      resources=resources.get("custom_resources") or None)(warm_cache_task)
     for cell in groups.values():
         c = cell.config
         label = f"{c.task} ({c.model}, {c.mode}, max_length={c.max_length})"
@@ -305,9 +334,11 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
 
 
 def trial_resources(args: argparse.Namespace, sweep: Sweep,
-                    totals: dict[str, float] | None = None) -> dict[str, float]:
-    """Per-trial CPUs and GPUs: the flags, else the sweep file's, else defaults fitted to
-    ``totals`` (the cluster's resources; by default read from the connected Ray)."""
+                    totals: dict[str, float] | None = None) -> dict[str, Any]:
+    """What one trial asks Ray for: ``cpu``, ``gpu`` and ``custom_resources`` (a dict, maybe
+    empty), the form ``tune.with_resources`` takes. CPUs and GPUs: the flags, else the sweep
+    file's, else defaults fitted to ``totals`` (the cluster's resources; by default read from
+    the connected Ray); custom resources must exist in the cluster."""
     if totals is None:
         import ray
 
@@ -321,7 +352,9 @@ def trial_resources(args: argparse.Namespace, sweep: Sweep,
     if cpus is None:
         cpus = sweep.resources.get("cpus_per_trial", 1.0)
         cpus = min(cpus, max(1.0, totals.get("CPU", 1.0)))
-    return {"cpu": float(cpus), "gpu": float(gpus)}
+    custom = parse_trial_resources(args.trial_resources)
+    check_custom_resources(custom, totals, args.address)
+    return {"cpu": float(cpus), "gpu": float(gpus), "custom_resources": custom}
 
 
 def preflight(args: argparse.Namespace, sweep: Sweep, storage: str,
@@ -349,7 +382,7 @@ def preflight(args: argparse.Namespace, sweep: Sweep, storage: str,
         check_schedulable(trial_resources(args, sweep), cluster_nodes(),
                           f"the Ray cluster at {redact_uri(args.address)}")
     else:
-        totals = local_totals(args.num_cpus)
+        totals = local_totals(args.num_cpus, args.num_gpus)
         check_schedulable(trial_resources(args, sweep, totals), [totals], "the local Ray")
 
 
@@ -384,19 +417,66 @@ def run(args: argparse.Namespace) -> int:
     hold_sweep_lock(args, tracking_uri, sweep.name)
 
     tracker = SweepTracker(tracking_uri, sweep.name, phase="final",
-                           base_tags={"sweep": sweep.name, "git_commit": git_commit()})
-    finished = tracker.finished_cells()
-    todo = [c for c in cells if c.name not in finished]
-    skipped = len(cells) - len(todo)
-    print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {skipped} already FINISHED "
-          f"in MLflow ({redact_uri(tracking_uri)}), {len(todo)} to run", flush=True)
+                           base_tags={"sweep": sweep.name,
+                                      **standard_tags("orchestrator.sweep")})
+    todo = cells_to_run(sweep, cells, tracker, tracking_uri)
+    if args.resume:
+        check_resume_manifest(f"{storage}/{sweep.name}", todo)
+    tracker.record_launch({c.name: c.fingerprint for c in cells})
+    print(f"[{sweep.name}] runs: {runs_url(tracking_uri, tracker.experiment_id())}", flush=True)
 
     start_ray(args)
     resources = trial_resources(args, sweep)
-    print(f"[{sweep.name}] trial resources: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
-          flush=True)
+    print(f"[{sweep.name}] trial resources: {describe_resources(resources)}", flush=True)
     outcome = execute(args, sweep, todo, tracker, storage, resources) if todo else {}
     return finish(args, sweep, cells, tracker, tracking_uri, outcome)
+
+
+def cells_to_run(sweep: Sweep, cells: list[Cell], tracker: SweepTracker,
+                 tracking_uri: str) -> list[Cell]:
+    """The cells without a FINISHED run of the same configuration (fingerprint); prints what is
+    skipped and what changed since the last launch."""
+    finished = tracker.finished_cells()
+    done_names = {name for name, _ in finished}
+    todo = [c for c in cells if (c.name, c.fingerprint) not in finished]
+    changed = sum(c.name in done_names for c in todo)
+    print(f"[{sweep.name}] {len(cells)} cells from {sweep.source}; {len(cells) - len(todo)} "
+          f"already FINISHED with these settings in MLflow ({redact_uri(tracking_uri)}), "
+          f"{len(todo)} to run"
+          + (f" ({changed} of them finished before with other settings: new runs, the old "
+             "ones stay)" if changed else ""), flush=True)
+    return todo
+
+
+MANIFEST_FILE = "batchmixup_cells.json"
+"""In the Tune experiment folder: the cells (name -> fingerprint) that folder's state runs."""
+
+
+def check_resume_manifest(experiment_path: str, todo: list[Cell]) -> None:
+    """``--resume`` restores the trials Tune saved, with the settings they were launched with:
+    refuse when this launch's cells differ from them (changed settings or new cells)."""
+    path = Path(experiment_path) / MANIFEST_FILE
+    if "://" in experiment_path or not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = [c.name for c in todo if c.name in saved and saved[c.name] != c.fingerprint]
+    new = [c.name for c in todo if c.name not in saved]
+    if changed or new:
+        what = (f"{len(changed)} cell(s) changed settings (e.g. {changed[0]})" if changed
+                else f"{len(new)} cell(s) are not in it (e.g. {new[0]})")
+        raise SweepError(f"--resume: the Tune state in {experiment_path} was launched with "
+                         f"other cells: {what}; drop --resume to train this sweep's cells "
+                         "(finished ones are skipped)")
+
+
+def write_manifest(experiment_path: str, todo: list[Cell]) -> None:
+    if "://" in experiment_path:
+        return
+    folder = Path(experiment_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps({c.name: c.fingerprint for c in todo}, indent=1, sort_keys=True))
+    tmp.replace(folder / MANIFEST_FILE)
 
 
 def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: SweepTracker,
@@ -407,16 +487,15 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
     from orchestrator.retention import CheckpointRetention, keep_latest
     from orchestrator.trainable import cell_trainable
 
-    warm_caches(todo, resources)
     experiment_path = f"{storage}/{sweep.name}"
     resume = bool(args.resume and tune.Tuner.can_restore(experiment_path))
+    warm_caches(todo, resources)
     # A resumed Tune run restarts trials its last saved state had not seen end; the cells
-    # among them that MLflow has FINISHED since are skipped, not retrained.
+    # among them that MLflow has FINISHED since (with the same settings) are skipped.
     todo_names = {c.name for c in todo}
-    skip = frozenset(c for c in tracker.finished_cells() if c not in todo_names) if resume \
-        else frozenset()
-    trainable = tune.with_resources(cell_trainable(skip), {"cpu": resources["cpu"],
-                                                           "gpu": resources["gpu"]})
+    skip = frozenset(name for name, _ in tracker.finished_cells() if name not in todo_names) \
+        if resume else frozenset()
+    trainable = tune.with_resources(cell_trainable(skip), resources)
     mlflow_cb = MlflowCellCallback(tracker, skip=skip)
     progress = ProgressCallback(sweep.name, len(todo), skip=skip)
     # Old checkpoints are deleted by CheckpointRetention, not by Tune's num_to_keep, whose
@@ -429,9 +508,8 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
         # Tune restores the callbacks it pickled into tuner.pkl; use this process's live ones.
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
     else:
-        space = {"trial": tune.grid_search([
-            {"cell": c.config.to_dict(), "name": c.name, "arm": c.arm,
-             "params": {**c.config.params(), "arm": c.arm}} for c in todo])}
+        write_manifest(experiment_path, todo)
+        space = {"trial": tune.grid_search([trial_spec(c) for c in todo])}
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -461,6 +539,15 @@ def reuse_actors(args: argparse.Namespace) -> bool:
     return not args.address
 
 
+def trial_spec(cell: Cell) -> dict[str, Any]:
+    """What a Tune trial carries: the cell's config, name, arm, fingerprint and MLflow params."""
+    from trainers.prepare import resolved_params
+
+    return {"cell": cell.config.to_dict(), "name": cell.name, "arm": cell.arm,
+            "fingerprint": cell.fingerprint,
+            "params": {**resolved_params(cell.config), "arm": cell.arm}}
+
+
 def _trial_name(trial: Any) -> str:
     """Readable trial names: ``rte_0.25_batchmixup_1_<id>``."""
     return f"{trial.config['trial']['name'].replace('/', '_')}_{trial.trial_id}"
@@ -473,15 +560,18 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
 
     flushed = tracker.queue.drain(args.flush_timeout) if tracker.queue.pending else True
     rows = []
-    runs = tracker.existing_runs() if flushed else {}
+    runs: dict[str, Any] = {}
+    for fingerprint in sorted({c.fingerprint for c in cells}) if flushed else ():
+        for name, run in tracker.existing_runs(fingerprint=fingerprint).items():
+            runs[f"{name}|{fingerprint}"] = run
     for cell in cells:
         state = tracker.cells.get(cell.name)
-        run = runs.get(cell.name)
+        run = runs.get(f"{cell.name}|{cell.fingerprint}")
         status = run.info.status if run is not None else (state.status if state else None)
         row = {"task": cell.config.task, "ratio": cell.config.ratio, "arm": cell.arm,
                "status": status}
         if run is not None and status == "FINISHED":
-            row["accuracy"] = run.data.metrics.get("accuracy", float("nan"))
+            row.update(result_row(run.data.metrics))
             seconds = [m.value for m in tracker.client.get_metric_history(
                 run.info.run_id, "epoch_seconds")]
             row["epoch_seconds"] = sum(seconds) / max(1, len(seconds))
@@ -512,6 +602,20 @@ def finish(args: argparse.Namespace, sweep: Sweep, cells: list[Cell], tracker: S
         except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say why
             print(f"warning: report not written: {redact_text(str(exc))}", file=sys.stderr)
     return 0 if finished == len(cells) else 1
+
+
+def result_row(metrics: dict[str, float]) -> dict[str, Any]:
+    """A finished run's result for the terminal table: test accuracy at the selected epoch
+    (``accuracy`` of the last epoch for runs that predate the budget policy), or the selected
+    validation accuracy of a validation-only cell; updates and convergence."""
+    nan = float("nan")
+    if "test_accuracy" in metrics or "accuracy" in metrics:
+        accuracy, metric = metrics.get("test_accuracy", metrics.get("accuracy", nan)), "test"
+    else:
+        accuracy = metrics.get("selected_val_accuracy", metrics.get("val_accuracy", nan))
+        metric = "val"
+    return {"accuracy": accuracy, "metric": metric, "updates": metrics.get("updates", nan),
+            "converged": metrics.get("converged", nan)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,17 @@ number of concurrent trials, and the same code works for a sqlite file or an ``h
 tracking server shared by a cluster.
 
 Guarantees and how they are kept:
-    * One run per cell: a cell's run is found by its tags (``sweep``, ``cell``, ``phase``) and
-      reused across Tune retries, driver restarts and ``--resume``; it is created only when
-      none exists.
+    * One run per cell and configuration: a cell's run is found by its tags (``cell``,
+      ``fingerprint``, ``phase``) and reused across Tune retries, driver restarts and
+      ``--resume``; it is created only when none exists. A relaunch whose settings changed
+      (another ``fingerprint``, :func:`trainers.prepare.cell_fingerprint`) gets a new run; the
+      old one stays, findable by its fingerprint.
     * Each epoch once: the steps already logged are read back when a run is attached; a result
       for a logged step (a retried or resumed trial replaying an epoch) is skipped, so the first
       value of an epoch is the one kept (on CPU replays are bit-identical anyway).
     * Never FINISHED with missing epochs: a run is terminated FINISHED only after all its epoch
-      writes succeeded and their count equals the configured epochs; otherwise FAILED with a
-      ``failure_reason`` tag.
+      writes succeeded, up to and including the epoch the trainer marked ``final`` (the budget
+      ended or early stopping stopped it); otherwise FAILED with a ``failure_reason`` tag.
     * Tracking server down: writes go through an in-order queue. A failing write stays queued
       (with everything after it) and the writer thread retries it every ``retry_interval``
       seconds (5) and at the end of the sweep for up to ``flush_timeout`` seconds, so training
@@ -50,8 +52,13 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 # MLflow prints "View run ... at: <tracking URI>" per finished run, credentials included.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "train_loss",
-                 "epoch_seconds", "examples_per_second", "trial_seconds")
+EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "val_loss",
+                 "train_loss", "updates", "epoch_seconds", "examples_per_second",
+                 "trial_seconds")
+RESULT_METRICS = ("selected_epoch", "selected_updates", "stopped_early", "converged",
+                  "test_accuracy", "test_macro_f1", "test_correct", "test_examples",
+                  "selected_val_accuracy", "selected_val_loss")
+"""The cell's result (trainers.budget.result), logged once at the step of its final epoch."""
 SECRET_WORDS = ("token", "secret", "password", "credential", "api_key", "apikey")
 
 
@@ -86,6 +93,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                                 "start it "
                                 "(mlflow server --host 127.0.0.1 ...) or pass --tracking-uri"
                                 ) from None
+        check_server_api(uri, timeout)
         return
     if parsed.scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):])
@@ -99,8 +107,142 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"tracking URI {uri!r}: MLflow 3 needs a database or a server; use "
                             "sqlite:///path/mlflow.db or http://host:port")
     if parsed.scheme.split("+", 1)[0] not in ("postgresql", "mysql", "mssql", "databricks"):
-        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+        hint = "; write postgresql://" if parsed.scheme == "postgres" else ""
+        raise TrackingError(f"tracking URI {redact_uri(uri)!r}: unsupported scheme "
+                            f"{parsed.scheme!r}{hint}")
     check_db_driver(uri)  # a missing psycopg etc.: one line now, not a traceback later
+    if parsed.scheme.split("+", 1)[0] == "postgresql":  # also postgresql+psycopg2:// etc.
+        check_database(uri, timeout)
+
+
+def check_server_api(uri: str, timeout: float = 5.0, read_timeout: float = 60.0) -> None:
+    """One authenticated API call to an ``http(s)://`` tracking server, after ``/health``.
+
+    ``/health`` answers 200 to anybody, but an MLflow 3 server refuses every API call (HTTP 403)
+    whose ``Host`` header is not in its ``--allowed-hosts`` (by default localhost and private
+    IP addresses: a host *name* such as ``http://head-node:5000`` is refused), and a server
+    behind authentication answers 401/403 without the right credentials. The call uses
+    MLflow's own client credentials (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``,
+    ``MLFLOW_TRACKING_TOKEN``, TLS settings), so it fails exactly when the sweep's writes would.
+    A server's first API call may be slow (it opens its store; basic auth hashes the password:
+    ~7 s measured on 2 busy cores), hence ``read_timeout`` beside the connect ``timeout``.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        reply = http_request(get_default_host_creds(uri.rstrip("/")), endpoint, "GET",
+                             max_retries=0, timeout=(timeout, read_timeout),
+                             raise_on_status=False,
+                             params={"max_results": 1})
+    except Exception as exc:  # noqa: BLE001 - connection errors of any client layer
+        raise TrackingError(f"tracking server {redact_uri(uri)} did not answer GET {endpoint} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                            ) from None
+    if 200 <= reply.status_code < 300:
+        return
+    raise TrackingError(server_refusal(redact_uri(uri), reply.status_code, reply.reason,
+                                       reply.text, endpoint))
+
+
+def server_refusal(shown: str, status: int, reason: str, body: str, endpoint: str) -> str:
+    """The one-line cause of a non-2xx answer to the API check, naming the fix."""
+    first = (body.strip().splitlines() or [""])[0][:200]
+    answer = f"tracking server {shown} answered HTTP {status} {reason} to GET {endpoint}"
+    host = urlparse(shown).netloc.rpartition("@")[2]
+    credentials = ("MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                   "MLFLOW_TRACKING_TOKEN)")
+    if status == 403 and "Invalid Host header" in body:
+        return (f"{answer} ({first}): the server does not accept the host name {host!r}; "
+                f"restart it with --allowed-hosts {host} (the host:port of --tracking-uri), "
+                "or use an address it allows")
+    if status == 401:
+        given = "rejected the credentials in" if _has_credentials() else "needs credentials:"
+        return f"{answer} ({first}): the server {given} set {credentials}"
+    if status == 403:
+        return (f"{answer} ({first}): either its --allowed-hosts does not include {host!r} "
+                f"(restart it with --allowed-hosts {host}) or the user of {credentials} may "
+                "not use this server")
+    return (f"{answer} ({first}); is --tracking-uri the address of an MLflow tracking server, "
+            "with its path prefix if it has one?")
+
+
+def _has_credentials() -> bool:
+    return any(os.environ.get(name) for name in (
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"))
+
+
+def check_database(uri: str, timeout: float = 5.0) -> None:
+    """Connect once to a ``postgresql://`` store before anything starts.
+
+    Without this a missing driver, a server that is down, a wrong password or a missing
+    database surface later as a long traceback, or as minutes of MLflow's own connection
+    retries. Plain ``postgresql://`` uses psycopg2 (``pip install -e ".[postgres]"``);
+    ``postgresql+psycopg://`` selects psycopg 3.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    shown = redact_uri(uri)
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={
+            "connect_timeout": max(1, int(timeout))})
+    except ModuleNotFoundError as exc:
+        raise TrackingError(f"tracking store {shown}: its database driver ({exc.name}) is not "
+                            "installed; pip install -e \".[postgres]\" (psycopg2 for "
+                            "postgresql://)") from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise TrackingError(f"tracking store {shown}: {str(exc).splitlines()[0]}") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+        raise TrackingError(f"tracking store {shown}: cannot connect ({reason}); "
+                            f"{_database_hint(reason)}") from None
+    finally:
+        engine.dispose()
+
+
+def _database_hint(reason: str) -> str:
+    """What to do about a failed PostgreSQL connection, from the server's message."""
+    if "password authentication failed" in reason or "no password supplied" in reason:
+        return "check the user and password in the URI"
+    if "does not exist" in reason:
+        return "create the database (createdb) or fix its name in the URI"
+    return ("is PostgreSQL running and listening on that host and port (listen_addresses, "
+            "port, pg_hba.conf)?")
+
+
+def standard_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's own source/user tags (the UI shows them) and the redacted command line."""
+    import getpass
+    import shlex
+    import sys
+
+    commit = git_commit()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    command = " ".join(["python -m", entry_point, *(shlex.quote(a) for a in sys.argv[1:])])
+    return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL",
+            "mlflow.source.git.commit": commit, "mlflow.user": user, "git_commit": commit,
+            "command": redact_text(command)[:5000]}
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """Where a browser shows the experiment's runs: the server's page, or for a local store
+    the page of ``mlflow ui`` started as the README says."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else \
+        "http://127.0.0.1:5000"
+    # workflowType=machine_learning: MLflow 3's UI shows the runs table, not the GenAI overview
+    url = f"{redact_uri(base)}/#/experiments/{experiment_id}/runs" \
+          "?workflowType=machine_learning"
+    if base != uri.rstrip("/"):
+        url += f" (after: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000)"
+    return url
 
 
 def git_commit() -> str:
@@ -125,6 +267,8 @@ class CellRun:
 
     cell: str
     epochs: int
+    fingerprint: str = ""
+    final_step: int | None = None
     run_id: str | None = None
     status: str | None = None
     logged_steps: set[int] = field(default_factory=set)
@@ -320,26 +464,33 @@ class SweepTracker:
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
+                # custom_model_development: MLflow 3's UI opens such an experiment on its runs
+                # table instead of the (empty) GenAI overview
                 self._experiment_id = self.client.create_experiment(
                     self.experiment, artifact_location=_experiment_artifacts(
-                        self.tracking_uri, self.experiment))
+                        self.tracking_uri, self.experiment),
+                    tags={"mlflow.experimentKind": "custom_model_development"})
             else:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
                 self._experiment_id = found.experiment_id
         return self._experiment_id
 
-    def existing_runs(self, cell: str | None = None) -> dict[str, Any]:
+    def existing_runs(self, cell: str | None = None,
+                      fingerprint: str | None = None) -> dict[str, Any]:
         """Active cell runs of this sweep and phase, by cell name (latest wins).
 
         With ``cell``, only that cell's runs are searched: the store then reads a handful of
         runs instead of the whole experiment (one lookup per cell would otherwise cost
-        O(cells) each, O(cells²) per sweep).
+        O(cells) each, O(cells²) per sweep). With ``fingerprint``, only runs of that
+        configuration.
         """
         query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        if fingerprint is not None:
+            query += f" and tags.fingerprint = '{fingerprint}'"
         if cell is not None:
             if "'" in cell or "\\" in cell:  # not expressible in a filter string: scan all
-                found = self.existing_runs().get(cell)
+                found = self.existing_runs(fingerprint=fingerprint).get(cell)
                 return {cell: found} if found is not None else {}
             query += f" and tags.cell = '{cell}'"
         runs: dict[str, Any] = {}
@@ -354,10 +505,47 @@ class SweepTracker:
             if not token:
                 return runs
 
-    def finished_cells(self) -> set[str]:
-        """Cells whose run is FINISHED with every epoch (skipped when a sweep is relaunched)."""
-        return {cell for cell, run in self.existing_runs().items()
-                if run.info.status == "FINISHED"}
+    def finished_cells(self) -> set[tuple[str, str]]:
+        """(cell, fingerprint) of every FINISHED run: a relaunch skips a cell only when its run
+        of the same configuration finished."""
+        query = f"tags.kind = 'cell' and tags.phase = '{self.phase}'"
+        done: set[tuple[str, str]] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id()], filter_string=query,
+                                           max_results=1000, page_token=token)
+            for run in page:
+                if run.info.status == "FINISHED":
+                    tags = run.data.tags
+                    done.add((tags.get("cell", run.info.run_name), tags.get("fingerprint", "")))
+            token = page.token
+            if not token:
+                return done
+
+    def record_launch(self, cells: dict[str, str]) -> str:
+        """Write this launch's cells (name -> configuration fingerprint) as ``manifest.json``
+        of the experiment's summary run (tag ``kind=summary``, created once): the report
+        shows exactly these configurations. Returns the summary run id."""
+        import json
+        import tempfile
+
+        query = "tags.kind = 'summary'"
+        found = self.client.search_runs([self.experiment_id()], filter_string=query,
+                                        max_results=1, order_by=["attributes.start_time ASC"])
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id(), run_name="summary",
+                tags={**self.base_tags, "kind": "summary", "sweep": self.experiment}).info.run_id
+            self.client.set_terminated(run_id, "FINISHED")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "manifest.json"
+            path.write_text(json.dumps({"phase": self.phase, "launched": time.time(),
+                                        "command": self.base_tags.get("command", ""),
+                                        "cells": cells}, indent=1, sort_keys=True))
+            self.client.log_artifact(run_id, str(path))
+        return run_id
 
     # ---------------------------------------------------------------- cell lifecycle
     def attach(self, cell: str, epochs: int, tags: dict[str, str], params: dict[str, Any]) -> None:
@@ -365,10 +553,11 @@ class SweepTracker:
         if cell in self.cells:
             self.queue.put(f"{cell}: tags", lambda: self._set_tags(cell, tags))
             return
-        state = self.cells[cell] = CellRun(cell, epochs)
+        fingerprint = tags.get("fingerprint", "")
+        state = self.cells[cell] = CellRun(cell, epochs, fingerprint)
 
         def open_run() -> None:
-            existing = self.existing_runs(cell).get(cell)
+            existing = self.existing_runs(cell, fingerprint or None).get(cell)
             if existing is not None:
                 state.run_id = existing.info.run_id
                 state.logged_steps = {m.step for m in self.client.get_metric_history(
@@ -393,6 +582,18 @@ class SweepTracker:
         # known before this cell's first epoch result is deduplicated against them.
         self.queue.put(f"{cell}: open run", open_run, wait=True)
 
+    @staticmethod
+    def incomplete(state: CellRun) -> str | None:
+        """Why the cell's epochs are incomplete, or None when every epoch up to the final one
+        was logged."""
+        if state.final_step is None:
+            return (f"only {len(state.logged_steps)} epochs were reported and none was final "
+                    f"(budget {state.epochs} epochs)")
+        missing = set(range(1, state.final_step + 1)) - state.logged_steps
+        if missing:
+            return f"epochs {sorted(missing)[:10]} of {state.final_step} were never reported"
+        return None
+
     def _set_tags(self, cell: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -400,13 +601,17 @@ class SweepTracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_epoch(self, cell: str, result: dict[str, Any]) -> bool:
-        """Queue one epoch's metrics at step = epoch, unless that step is already logged."""
+        """Queue one epoch's metrics at step = epoch, unless that step is already logged; the
+        final epoch's result also carries the cell's result metrics."""
         state = self.cells[cell]
         step = int(result["epoch"])
+        if result.get("final"):
+            state.final_step = step
         if step in state.logged_steps:
             return False
         state.logged_steps.add(step)
-        metrics = {k: float(result[k]) for k in EPOCH_METRICS if k in result}
+        keys = EPOCH_METRICS + (RESULT_METRICS if result.get("final") else ())
+        metrics = {k: float(result[k]) for k in keys if k in result}
         state.finals.update(metrics)
         if "epoch_seconds" in metrics:
             state.epoch_seconds.append(metrics["epoch_seconds"])
@@ -420,6 +625,14 @@ class SweepTracker:
 
         self.queue.put(f"{cell}: epoch {step}", write)
         return True
+
+    def log_params(self, cell: str, params: dict[str, Any]) -> None:
+        """Queue params learnt after the run opened (e.g. the precision ``auto`` resolved to
+        on the trial's machine)."""
+        from mlflow.entities import Param
+
+        self.queue.put(f"{cell}: params", lambda: self.client.log_batch(
+            self.cells[cell].run_id, params=[Param(k, v) for k, v in safe_params(params).items()]))
 
     def set_tag(self, cell: str, key: str, value: str) -> None:
         self.queue.put(f"{cell}: tag {key}",
@@ -442,8 +655,8 @@ class SweepTracker:
     def finish(self, cell: str, failure: str | None = None) -> str:
         """Terminate the run: FINISHED only with every epoch logged, else FAILED with a reason."""
         state = self.cells[cell]
-        if failure is None and len(state.logged_steps) < state.epochs:
-            failure = (f"only {len(state.logged_steps)} of {state.epochs} epochs were reported")
+        if failure is None:
+            failure = self.incomplete(state)
         state.failure = failure
         status = "FAILED" if failure else "FINISHED"
         state.status = status

@@ -37,6 +37,11 @@ class TuneReporter:
         self.extra = extra
         self.start = time.perf_counter()
 
+    def describe(self, info: dict[str, str]) -> None:
+        """The trainer's set-up facts (update path, resolved precision, data source, split
+        sizes) ride along with every result; the driver logs them as params."""
+        self.extra.update(info)
+
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None
         if checkpoint_dir is not None:
@@ -47,7 +52,8 @@ class TuneReporter:
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
     """Tune entry point; ``trial_config["trial"] = {"cell": CellConfig dict, "name": ...}``."""
-    from trainers.loop import hardware_name, pick_device, train_cell
+    from trainers.device import hardware_name, pick_device
+    from trainers.loop import train_cell
 
     config = CellConfig.from_dict(trial_config["trial"]["cell"])
     workdir = Path(tempfile.mkdtemp(prefix="batchmixup-trial-"))
@@ -57,8 +63,10 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "restored")))
-        hardware = hardware_name(pick_device(config.device), config.precision)
-        reporter.extra["hardware"] = hardware
+        device = pick_device(config.device)
+        gpu_ids = ray_gpu_ids()
+        hardware = hardware_label(hardware_name(device, config.precision), device.type, gpu_ids)
+        reporter.extra.update(hardware=hardware, ray_gpu_ids=",".join(gpu_ids))
         try:
             train_cell(config, reporter=reporter, checkpoint_dir=workdir / "checkpoint",
                        resume_from=resume_from, log=lambda line: print(line, flush=True))
@@ -72,6 +80,33 @@ def run_cell_trial(trial_config: dict[str, Any]) -> None:
                          "hardware": hardware})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ray_gpu_ids() -> list[str]:
+    """The GPU ids Ray assigned to this trial (empty without ``--gpus-per-trial``).
+
+    Ray also sets ``CUDA_VISIBLE_DEVICES`` to them, so ``cuda:0`` inside the trial is the first
+    assigned GPU; a fractional ``--gpus-per-trial`` gives several trials the same id.
+    """
+    import ray
+
+    return [str(gpu) for gpu in ray.get_gpu_ids()]
+
+
+def hardware_label(hardware: str, device_type: str, gpu_ids: list[str]) -> str:
+    """The ``hardware`` tag: the device the cell ran on, saying so when Ray assigned GPUs but
+    the cell ran on the CPU (no CUDA on the node, or ``device=cpu``).
+
+    The same for every trial of a node type (the ids themselves go to ``ray_gpu_ids``), so the
+    report's per-hardware grouping is not split by GPU index. No ``;`` (the report joins
+    hardware names with ``; ``).
+    """
+    if not gpu_ids or device_type == "cuda":
+        return hardware
+    import torch
+
+    reason = "CUDA not available" if not torch.cuda.is_available() else "device=cpu"
+    return f"{hardware} (Ray assigned GPU(s), {reason}: ran on CPU)"
 
 
 def cell_trainable(finished: frozenset[str] = frozenset()) -> Any:
@@ -103,7 +138,7 @@ def warm_cache_task(cell: dict[str, Any], threads: int = 1) -> tuple[dict[str, b
     """
     import torch
 
-    from trainers.loop import pick_device
+    from trainers.device import pick_device
     from trainers.precision import resolve_precision
     from trainers.prepare import warm_cache
 

@@ -126,3 +126,36 @@ def paper_time_ratio(strategy: str) -> float | None:
     if strategy not in EFFICIENCY_MINUTES:
         return None
     return EFFICIENCY_MINUTES[strategy] / EFFICIENCY_MINUTES["none"]
+
+
+# The setting behind every number above (Section 4 "Baselines"; footnote 3): the pretrained
+# RoBERTa-large encoder fine-tuned with a logistic-regression head, on the paper's label sets.
+MODEL = "roberta-large"
+MODE = "finetune"
+LABELS: dict[str, int] = {"rte": 2, "fewrel": 76, "banking77": 77}
+"""Label-set sizes: RTE entailment vs not; FewRel 80 relations of which 5 are relabelled
+"None" ("75+None", 76 labels); BANKING77's 77 intents."""
+SETTING = "RoBERTa-large fine-tuned"
+SETTING_LONG = (
+    "RoBERTa-large fine-tuned; labels: RTE 2, FewRel 76 (75 relations + None), BANKING77 77"
+)
+
+
+def is_paper_model(model: str) -> bool:
+    """True for the pretrained RoBERTa-large under any hub spelling (``roberta-large``,
+    ``FacebookAI/roberta-large``, a local copy named so); not for ``random:roberta-large``."""
+    name = model.strip().lower().rstrip("/")
+    if name.startswith("random:"):
+        return False
+    return name.rsplit("/", 1)[-1] == MODEL
+
+
+def matches_setting(task: str, model: str, mode: str, num_labels: str | int | None) -> bool:
+    """Whether a run's recorded setting is the paper's for ``task``: RoBERTa-large, fine-tuned,
+    on the paper's label set (a run without a recorded label count never matches)."""
+    if task not in LABELS or not is_paper_model(model) or mode != MODE:
+        return False
+    try:
+        return int(str(num_labels)) == LABELS[task]
+    except ValueError:
+        return False

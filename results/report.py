@@ -5,11 +5,15 @@ Usage::
     python -m results.report --experiment NAME [--tracking-uri URI] [--out DIR]
                              [--curve-cell TASK/RATIO] [--no-log]
 
-Reads the sweep's runs (one experiment per sweep, one run per cell tagged ``kind=cell``),
-writes ``report.md``, CSV tables and PNG plots to DIR (default ``results/<experiment>/``) and
-logs them as artifacts (under ``report/``) of the experiment's summary run (tag
-``kind=summary``), which is created once and reused on later runs. The sweep calls
-:func:`write_report` when it ends.
+Reads the sweep's runs (one experiment per sweep, one run per cell tagged ``kind=cell``; per
+(task, ratio, arm) only its current configuration, see :mod:`results.configs`), writes
+``report.md`` (Setup, Table 1, training budget, paired comparisons, efficiency, plots, failures,
+other configurations, search phase), ``report.html`` (the same with the plots inline), CSV
+tables and PNG plots to DIR (default ``results/<experiment>/``) and logs them under ``report/``
+of the experiment's summary run (tag ``kind=summary``, created by the sweep at launch or here,
+reused on later runs), with Table 1, the paired, budget and efficiency tables as MLflow tables,
+counts as metrics and Table 1 as the run's description. The sweep calls :func:`write_report`
+when it ends. How every number is computed: ``docs/report.md``.
 
 Nothing is written when the store, the experiment or its cell runs are missing: the CLI prints
 one line on stderr and exits with status 2, so an earlier good report is never replaced by an
@@ -23,33 +27,55 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from results import figure1, paper, plots, tables
-from results.runs import DEFAULT_TRACKING_URI, ReportError, SweepData, load_sweep
+from results import configs, efficiency, figure1, html, paired, paper, plots, stats, tables
+from results import setting as setting_mod
+from results.runs import (
+    DEFAULT_TRACKING_URI,
+    ReportError,
+    SweepData,
+    load_sweep,
+    read_predictions,
+)
 from results.uris import redact_uri
 
 __all__ = ["ReportError", "build_report", "main", "write_report"]
 
 ARTIFACT_DIR = "report"
+TABLES_DIR = "report/tables"
 SUMMARY_RUN_NAME = "summary"
 REPORT_FILE = "report.md"
+REPORT_HTML = "report.html"
 CSV_FILES = {
     "cells": "cells.csv",
     "table1": "table1.csv",
+    "paper_reference": "paper_reference.csv",
+    "budget": "budget.csv",
     "paired": "paired.csv",
     "efficiency": "efficiency.csv",
     "failed": "failed.csv",
     "missing": "missing.csv",
+    "configurations": "configurations.csv",
     "search": "search.csv",
 }
+MLFLOW_TABLES = ("table1", "paired", "budget", "efficiency")
+"""Frames also logged with ``MlflowClient.log_table`` (under ``report/tables/``)."""
 PLOT_ACCURACY = "accuracy_vs_ratio.png"
 PLOT_EPOCH_SECONDS = "epoch_seconds.png"
+PLOT_CURVES = "accuracy_curves.png"
+NOTE_TAG = "mlflow.note.content"
+"""The run description the MLflow UI renders as markdown on the run's page."""
+NOTE_LIMIT = 8000
+"""MLflow's limit on a tag value."""
 
 
 def default_out_dir(experiment: str) -> Path:
@@ -72,189 +98,372 @@ def parse_curve_cell(text: str) -> tuple[str, float]:
     return task, value
 
 
-def _default_curve_cell(table1: pd.DataFrame) -> tuple[str, float] | None:
-    """First (task, ratio) with data, in task order then ratio order."""
-    with_data = table1[table1["n"] > 0]
-    for task in tables.ordered_tasks(with_data["task"]):
-        ratios = tables.ordered_ratios(with_data.loc[with_data["task"] == task, "ratio"])
-        if ratios:
-            return task, ratios[0]
-    return None
-
-
 def _curve_file(task: str, ratio: float) -> str:
     return f"curves_{task}_{ratio:g}.png"
 
 
-def _markdown(
-    data: SweepData,
-    frames: dict[str, pd.DataFrame],
-    accuracy_png: str | None,
-    curve_cell: tuple[str, float] | None,
-    curve_png: str | None,
-    figure1_md: str | None = None,
-) -> str:
-    """Compose report.md from the computed tables (``figure1_md``: the toy2d section)."""
-    runs = data.runs
-    finals = tables.final_phase(runs)
-    trials = tables.search_phase(runs)
-    t1 = frames["table1"]
-    status_counts = ", ".join(
-        f"{status} {count}"
-        for status, count in finals["status"].value_counts().sort_index().items()
-    )
+@dataclass
+class Report:
+    """Everything computed for one report (frames are also the CSVs)."""
+
+    data: SweepData
+    runs: pd.DataFrame
+    frames: dict[str, pd.DataFrame]
+    setting: setting_mod.Setting
+    pngs: set[str] = field(default_factory=set)
+    figure1_md: str | None = None
+    curve_cell: tuple[str, float] | None = None
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _header(report: Report) -> list[str]:
+    """Title and where the numbers come from."""
+    data, runs = report.data, report.runs
+    finals = tables.current_final(runs)
+    status = ", ".join(f"{s} {c}" for s, c in finals["status"].value_counts().sort_index().items())
+    finished = len(tables.finished_cells(runs))
     sweeps = ", ".join(sorted(set(runs["sweep"]) - {""})) or "—"
-    commits = ", ".join(sorted(set(runs["git_commit"]) - {""})) or "—"
+    commits = ", ".join(sorted(set(finals["git_commit"]) - {""})) or "—"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out: list[str] = [
+    out = [
         f"# BatchMixup sweep report: {data.experiment}",
         "",
-        f"- Generated {now} from MLflow `{redact_uri(data.tracking_uri)}`, "
-        f"experiment id {data.experiment_id}.",
-        f"- Final-phase cell runs: {len(finals)} ({status_counts or 'none'}); "
-        f"finished cells used: {int(t1['n'].sum())}; search trials: {len(trials)}.",
+        f"- Generated {now} from MLflow `{redact_uri(data.tracking_uri)}`, experiment id "
+        f"{data.experiment_id}.",
+        f"- Final-phase runs of the current configurations: {len(finals)} ({status or 'none'}); "
+        f"finished cells used: {finished}; search trials: {len(tables.search_phase(runs))}.",
         f"- Sweep tag(s): {sweeps}. Git commit(s): {commits}.",
-        "- Hardware (all cell runs, search included): "
-        + "; ".join(f"{r.hardware} ({r.runs} runs)" for r in frames["hardware"].itertuples()),
+        f"- In the MLflow UI, whose markdown viewer shows no images, open `{REPORT_HTML}` "
+        "(this report with its plots inline) or the PNGs beside this file.",
+    ]
+    manifest = data.manifest
+    if manifest:
+        launched = dt.datetime.fromtimestamp(float(manifest.get("launched", 0)), dt.timezone.utc)
+        out.append(f"- Latest launch ({launched:%Y-%m-%d %H:%M UTC}, {len(manifest['cells'])} "
+                   f"cells): `{manifest.get('command') or 'command not recorded'}`.")
+    else:
+        out.append("- No launch manifest on the summary run: each (task, ratio, arm) shows the "
+                   "configuration of its latest-started run.")
+    return out + [""]
+
+
+def _table1_section(report: Report) -> list[str]:
+    """Table 1, the metric it uses, and the paper's numbers (matched or as reference)."""
+    t1 = report.frames["table1"]
+    cells = tables.finished_cells(report.runs)
+    name = tables.accuracy_name(cells) if not cells.empty else "test accuracy"
+    kinds = tables.metric_kinds(cells) if not cells.empty else []
+    out = [
+        f"## Table 1: {name} (%)",
         "",
-        *([figure1_md, ""] if figure1_md else []),
-        "## Table 1: test accuracy (%)",
-        "",
-        "Final test accuracy = the `accuracy` metric at a run's last epoch, ×100. Each cell is "
-        "mean ± sample std (ddof=1) over seeds, with the number of seeds in parentheses; with a "
-        "single seed the std is shown as —; a cell without a finished run is —. Bold: best mean "
-        "of its (training data, task) when at least two strategies have data. "
-        "Paper: " + paper.CITATION + " Δ = ours − paper (percentage points).",
-        "",
-        tables.table1_markdown(t1),
-        "",
-        "## Does batchmixup beat none and mixup? (paired by seed)",
-        "",
-        "Runs with the same seed share the training subset, so batchmixup and each baseline are "
-        "compared seed by seed: mean difference (percentage points), seeds won, and a two-sided "
-        "paired t-test. With a handful of seeds the test has little power; a large p-value "
-        "means 'not established', not 'no effect'.",
-        "",
-        tables.paired_markdown(frames["paired"]),
-        "",
-        "## Efficiency: seconds per epoch",
-        "",
-        "Mean `epoch_seconds` over all epochs and seeds of finished final-phase runs; "
-        "mixup-type rows are split by `mixup_variant` and `mix_samples`. × none = ratio to "
-        "`none` at the same task and training data. Paper claim (Section 5): on one "
-        f"{paper.EFFICIENCY_HARDWARE}, an RTE epoch takes about 1.5 min for RoBERTa-large and "
-        "for BatchMixup, and about 20 min for MIXUP and Nonlinear MIXUP with "
-        f"{paper.EFFICIENCY_MIX_SAMPLES} β samples per pair (≈13×); the paper column is shown "
-        "only where the strategy (and sample count) matches that claim. Ratios are comparable "
-        "only between rows on the same hardware.",
-        "",
-        tables.efficiency_markdown(frames["efficiency"]),
-        "",
-        "## Plots",
+        "Each cell is the mean ± sample std (ddof=1) over seeds of "
+        + "; ".join(tables.METRIC_LABELS[k] for k in kinds or [tables.METRIC_TEST])
+        + ", ×100, with the number of seeds in parentheses (a single seed shows ± —; no "
+        "finished run: —). Updates: optimizer updates up to the selected epoch / in all, mean "
+        "over seeds. No winner is marked here: the paired comparisons below say which "
+        "differences the seeds and test examples support.",
         "",
     ]
-    if accuracy_png:
-        out += [f"![accuracy vs training data]({accuracy_png})", ""]
+    if tables.METRIC_TEST_LAST in kinds:
+        out += ["Some runs predate `test_accuracy` (the selected epoch's): their value is the "
+                "last epoch's `accuracy`.", ""]
+    out += [tables.table1_markdown(t1), ""]
+    if t1["paper_setting"].any():
+        out += [f"Paper: {paper.CITATION} Δ = ours − paper (percentage points), only for "
+                f"groups that ran the paper's setting ({paper.SETTING_LONG}).", ""]
+    reference = report.frames["paper_reference"]
+    if not reference.empty:
+        out += [
+            f"### Paper, Table 1 ({paper.SETTING}; not this setting)",
+            "",
+            f"Reference only: {paper.SETTING_LONG}, mean ± std over three seeds. These runs "
+            "used another setting (see Setup), so no Δ is computed against these numbers.",
+            "",
+            tables.paper_reference_markdown(reference),
+            "",
+        ]
+    return out
+
+
+def _budget_section(report: Report) -> list[str]:
+    table = report.frames["budget"]
+    out = [
+        "## Training budget",
+        "",
+        "Per task × training data × arm over its finished seeds: the budget as configured "
+        "(epochs, `min_updates`, epoch selection and patience), then what the runs did: epochs "
+        "run, optimizer updates made, the selected epoch and the updates up to it (ranges over "
+        "seeds), seeds stopped early, and seeds converged (validation score no better for "
+        "`patience` epochs before the end; assessed only with `selection=best_val` and "
+        "patience > 0). An arm with more updates may score higher for that reason alone: read "
+        "accuracy differences next to these counts.",
+        "",
+        tables.budget_markdown(table),
+        "",
+    ]
+    flagged = table[table["unconverged"] > 0] if not table.empty else table
+    if not flagged.empty:
+        names = ", ".join(f"{r.task}/{tables.format_ratio(r.ratio)}/{r.strategy}"
+                          f" ({r.unconverged} of {r.assessed})" for r in flagged.itertuples())
+        out += [f"⚠ Unconverged: {names}. Their accuracy may still have been rising when the "
+                "budget ended.", ""]
+    return out
+
+
+def _paired_section(report: Report) -> list[str]:
+    table = report.frames["paired"]
+    tested, t_family, boot_family = paired.family_sizes(table)
+    significant = int(table["verdict"].str.endswith(("higher", "lower")).sum()) \
+        if not table.empty else 0
+    return [
+        "## Paired comparisons",
+        "",
+        "Per task and training data: every arm against `none`, and every BatchMixup arm "
+        "against every mixup-type arm, paired by seed (same seed = same training subset and "
+        "validation split). Per-seed Δ: difference of the integer correct counts over the "
+        "shared test set. Mean Δ with a 95 % t-interval over seeds; a paired t-test over seeds "
+        f"only with ≥ {stats.MIN_SEEDS} seeds whose differences vary; beside it a paired "
+        f"bootstrap over seeds and test examples ({stats.BOOTSTRAP_RESAMPLES:,} resamples, "
+        f"seed {stats.BOOTSTRAP_SEED}) from each run's `test_predictions.json`, with its 95 % "
+        f"percentile interval. No test and no verdict with fewer than {stats.MIN_SEEDS} "
+        "paired seeds.",
+        "",
+        f"Multiple comparisons: {tested} comparison(s) tested; Holm-Bonferroni adjusted "
+        f"p-values are shown after each raw p, over the {t_family} t-test(s) and over the "
+        f"{boot_family} bootstrap(s) of this report. A reading names a direction only where "
+        f"every test the comparison has gives an adjusted p < {stats.ALPHA} ({significant} "
+        "here); where the differences are identical over seeds the t-test is undefined and "
+        "the bootstrap decides. The updates column gives both arms' optimizer updates up to "
+        "their selected epochs (mean over the paired seeds): more updates alone can make an "
+        "arm better. Details: docs/report.md.",
+        "",
+        paired.paired_markdown(table),
+        "",
+    ]
+
+
+def _efficiency_section(report: Report) -> list[str]:
+    return [
+        "## Efficiency: time per epoch",
+        "",
+        "Mean over runs of each run's mean `epoch_seconds` (± sample std over runs), per arm, "
+        "update path (`fused`: closed-form head update of frozen CPU features; `autograd`: "
+        "everything else) and hardware. × none divides by the `none` row of the same task, "
+        "training data, update path and hardware only; across paths the ratio measures the "
+        "code path, not the method, and is not shown. Paper claim (Section 5): on one "
+        f"{paper.EFFICIENCY_HARDWARE}, an RTE epoch of RoBERTa-large fine-tuning takes about "
+        "1.5 min with or without BatchMixup and about 20 min for MIXUP and Nonlinear MIXUP "
+        f"with {paper.EFFICIENCY_MIX_SAMPLES} β samples per pair (≈13×); the paper column is "
+        "filled only for fine-tuned rows whose strategy (and sample count) match that claim.",
+        "",
+        efficiency.efficiency_markdown(report.frames["efficiency"]),
+        "",
+    ]
+
+
+def _plots_section(report: Report) -> list[str]:
+    pngs = report.pngs
+    out = ["## Plots", "",
+           "The PNGs lie next to this file (in MLflow: under `report/` of the summary run, "
+           f"where `{REPORT_HTML}` shows this report with its plots inline).", ""]
+    if PLOT_ACCURACY in pngs:
+        out += [f"![accuracy vs training data]({PLOT_ACCURACY})", ""]
     else:
         out += ["_No finished final-phase cells: no accuracy plot._", ""]
-    if (frames["efficiency"]).empty:
+    if PLOT_EPOCH_SECONDS in pngs:
+        out += [f"![time per epoch]({PLOT_EPOCH_SECONDS})", ""]
+    else:
         out += ["_No epoch_seconds logged: no epoch-time plot._", ""]
-    else:
-        out += [f"![seconds per epoch]({PLOT_EPOCH_SECONDS})", ""]
-    if curve_png and curve_cell:
-        out += [
-            f"Per-epoch test accuracy for {curve_cell[0]} at "
-            f"{tables.format_ratio(curve_cell[1])} (mean ± std over seeds):",
-            "",
-            f"![accuracy per epoch]({curve_png})",
-            "",
-        ]
-    elif curve_cell:
-        out += [f"_No accuracy history for {curve_cell[0]}/{curve_cell[1]:g}: no curve plot._", ""]
+    if PLOT_CURVES in pngs:
+        out += ["Accuracy per epoch for every task and training data (mean ± std over seeds):",
+                "", f"![accuracy per epoch]({PLOT_CURVES})", ""]
+    if report.curve_cell:
+        task, ratio = report.curve_cell
+        name = _curve_file(task, ratio)
+        if name in pngs:
+            out += [f"Per-epoch accuracy for {task} at {tables.format_ratio(ratio)}:", "",
+                    f"![accuracy per epoch, {task}]({name})", ""]
+        else:
+            out += [f"_No accuracy history for {task}/{ratio:g}: no curve plot._", ""]
+    return out
 
-    failed = frames["failed"]
-    out += ["## Failed or incomplete runs", ""]
+
+def _failed_section(report: Report) -> list[str]:
+    failed = report.frames["failed"]
+    out = ["## Failed or incomplete runs", ""]
     if failed.empty:
-        out += ["None.", ""]
-    else:
-        rows = [
-            [
-                r.run_name,
-                r.status,
-                (r.failure_reason or "—").replace("|", "/").replace("\n", " "),
-                "yes" if r.superseded else "no",
-            ]
-            for r in failed.itertuples()
-        ]
-        out += [
-            tables.markdown_table(["Cell", "Status", "Reason", "Finished on rerun"], rows),
-            "",
-        ]
+        return out + ["None.", ""]
+    rows = [[r.run_name, r.status, (r.failure_reason or "—").replace("\n", " "),
+             "yes" if r.superseded else "no"] for r in failed.itertuples()]
+    return out + [tables.markdown_table(["Cell", "Status", "Reason", "Finished on rerun"], rows),
+                  ""]
 
-    missing = frames["missing"]
-    out += [
-        "## Cells without a finished run",
-        "",
-        "Grid: every task × training data × strategy × seed seen in final-phase runs.",
-        "",
-    ]
+
+def _missing_section(report: Report) -> list[str]:
+    missing = report.frames["missing"]
+    grid = ("the latest launch's cells (manifest)" if report.data.manifest
+            else "every task × training data × arm × seed seen in current final-phase runs")
+    out = ["## Cells without a finished run", "", f"Grid: {grid}.", ""]
     if missing.empty:
-        out += ["None: the grid is complete.", ""]
-    else:
-        rows = [
-            [r.task, tables.format_ratio(r.ratio), r.strategy, r.seed, r.latest_status]
-            for r in missing.itertuples()
-        ]
-        out += [
-            tables.markdown_table(
-                ["Task", "Training data", "Strategy", "Seed", "Latest run"], rows
-            ),
-            "",
-        ]
+        return out + ["None: the grid is complete.", ""]
+    rows = [[r.task, tables.format_ratio(r.ratio), r.strategy, r.seed, r.latest_status]
+            for r in missing.itertuples()]
+    return out + [tables.markdown_table(
+        ["Task", "Training data", "Arm", "Seed", "Latest run"], rows), ""]
 
-    out += ["## Search phase", ""]
-    if frames["search"].empty:
-        out += ["No search trials (tag phase=search) in this experiment.", ""]
-    else:
-        out += [
-            "Hyperparameter-search trials (tag phase=search) are kept out of every table above. "
-            "A trial's score is its `val_accuracy` at its last epoch.",
-            "",
-            tables.search_markdown(frames["search"]),
-            "",
-        ]
 
-    notes = list(data.notes)
-    dups = tables.duplicate_cells(runs)
-    for r in dups.itertuples():
-        notes.append(
-            f"{r.task}/{r.ratio:g}/{r.strategy}/{r.seed} has {r.runs} finished runs; "
-            "the latest one is used."
-        )
-    eff = frames["efficiency"]
-    for (task, ratio), group in eff.groupby(["task", "ratio"], sort=False):
-        hardware = sorted(set("; ".join(group["hardware"]).split("; ")))
-        if len(hardware) > 1:
-            notes.append(
-                f"{task}/{ratio:g}: epoch times come from different hardware "
-                f"({', '.join(hardware)}); its × none ratios are not like-for-like."
-            )
-    if notes:
-        out += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
-    out += [
-        "## Files",
+def _configurations_section(report: Report) -> list[str]:
+    others = report.frames["configurations"]
+    out = ["## Other configurations", ""]
+    if others.empty:
+        return out + ["None: every final-phase run belongs to its group's current "
+                      "configuration.", ""]
+    rows = [[r.task, tables.format_ratio(r.ratio), r.strategy, f"`{r.fingerprint or '(none)'}`",
+             f"{r.finished}/{r.runs}", r.seeds, r.differs, f"`{r.query}`"]
+            for r in others.itertuples()]
+    return out + [
+        "Runs of earlier configurations of a (task, training data, arm) (another "
+        "`fingerprint`: changed settings, model or data) are kept in MLflow but left out of "
+        "every table above. Find them in the MLflow runs view with the search shown. "
+        "Fingerprint (none): runs that predate fingerprints.",
         "",
-        ", ".join(f"`{name}`" for name in CSV_FILES.values())
-        + " hold the tables above (accuracies in %, `cells.csv` holds one row per run).",
+        tables.markdown_table(["Task", "Training data", "Arm", "Fingerprint",
+                               "finished/runs", "seeds", "differs from current",
+                               "MLflow search"], rows),
         "",
     ]
-    if figure1_md:
-        out[-1:-1] = [
-            f"`{figure1.TABLE_CSV}` holds the Figure 1 accuracy table; `{figure1.FIGURE_PNG}` "
-            f"and `{figure1.ACCURACY_PNG}` are its plots.",
-            "",
-        ]
+
+
+def _search_section(report: Report) -> list[str]:
+    out = ["## Search phase", ""]
+    if report.frames["search"].empty:
+        return out + ["No search trials (tag phase=search) in this experiment.", ""]
+    return out + [
+        "Hyperparameter-search trials (tag phase=search) are kept out of every table above. "
+        "A trial's score is its `val_accuracy` at its last epoch.",
+        "",
+        tables.search_markdown(report.frames["search"]),
+        "",
+    ]
+
+
+def _notes(report: Report) -> list[str]:
+    notes = list(report.data.notes)
+    for r in tables.duplicate_cells(report.runs).itertuples():
+        notes.append(f"{r.task}/{r.ratio:g}/{r.strategy}/{r.seed} has {r.runs} finished runs "
+                     "of the current configuration; the latest one is used.")
+    for r in report.frames["paired"].itertuples():
+        if r.reason and r.n >= stats.MIN_SEEDS and r.reason.startswith("differences"):
+            notes.append(f"{r.task}/{r.ratio:g} {r.arm} − {r.baseline}: {r.reason}.")
+    return ["## Notes", ""] + [f"- {n}" for n in notes] + [""] if notes else []
+
+
+def _files_section(report: Report) -> list[str]:
+    out = ["## Files", "",
+           ", ".join(f"`{name}`" for name in CSV_FILES.values())
+           + " hold the tables above (accuracies in %; `cells.csv` holds one row per run, "
+           "with its configuration's `current` flag). In MLflow, Table 1, the paired "
+           "comparisons, the budget and the efficiency table are also logged as tables "
+           "(`report/tables/*.json`) of the summary run.", ""]
+    if report.figure1_md:
+        out += [f"`{figure1.TABLE_CSV}` holds the Figure 1 accuracy table; "
+                f"`{figure1.FIGURE_PNG}` and `{figure1.ACCURACY_PNG}` are its plots.", ""]
+    return out
+
+
+def _markdown(report: Report) -> str:
+    """Compose report.md from the computed tables."""
+    out = _header(report)
+    out += ["## Setup", "", setting_mod.setup_markdown(report.setting), ""]
+    if report.figure1_md:
+        out += [report.figure1_md, ""]
+    for section in (_table1_section, _budget_section, _paired_section, _efficiency_section,
+                    _plots_section, _failed_section, _missing_section,
+                    _configurations_section, _search_section, _notes, _files_section):
+        out += section(report)
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def compute(data: SweepData, predictions: paired.Predictions | None = None,
+            resamples: int = stats.BOOTSTRAP_RESAMPLES) -> Report:
+    """Every table of the report (no file written)."""
+    runs = tables.prepare_runs(data.runs, data.manifest)
+    history = data.history
+    t1 = tables.table1(runs, data.manifest)
+    frames: dict[str, pd.DataFrame] = {
+        "table1": t1,
+        "paper_reference": tables.paper_reference(t1),
+        "budget": tables.budget(runs),
+        "paired": paired.paired_table(runs, predictions, resamples=resamples),
+        "efficiency": efficiency.efficiency(runs, history),
+        "failed": tables.failed_runs(runs),
+        "missing": tables.missing_cells(runs, data.manifest),
+        "configurations": configs.other_configurations(runs),
+        "search": tables.search_summary(runs),
+        "curves": tables.accuracy_curves(runs, history),
+    }
+    frames["cells"] = runs.drop(columns=["start_time"]).assign(accuracy_pct=runs["score"] * 100)
+    return Report(data=data, runs=runs, frames=frames, setting=setting_mod.describe(runs))
+
+
+def _write_plots(report: Report, out_dir: Path) -> list[Path]:
+    """The PNGs of the report; their names go to ``report.pngs``."""
+    frames, written = report.frames, []
+    cells = tables.finished_cells(report.runs)
+    if (frames["table1"]["n"] > 0).any():
+        matched = bool(frames["table1"]["paper_setting"].any())
+        written.append(plots.plot_accuracy_vs_ratio(
+            frames["table1"], out_dir / PLOT_ACCURACY, tables.accuracy_name(cells), matched))
+    if not frames["efficiency"].empty:
+        written.append(plots.plot_epoch_seconds(frames["efficiency"],
+                                                out_dir / PLOT_EPOCH_SECONDS))
+    if not frames["curves"].empty:
+        written.append(plots.plot_curves_grid(frames["curves"], out_dir / PLOT_CURVES))
+    if report.curve_cell is not None:
+        task, ratio = report.curve_cell
+        curves = tables.accuracy_curves(report.runs, report.data.history, task, ratio)
+        if not curves.empty:
+            written.append(plots.plot_accuracy_curves(curves, task, ratio,
+                                                      out_dir / _curve_file(task, ratio)))
+    report.pngs = {p.name for p in written}
+    return written
+
+
+def _build(
+    data: SweepData,
+    out_dir: Path,
+    curve_cell: tuple[str, float] | None = None,
+    figure1_seed: str | None = None,
+    predictions: paired.Predictions | None = None,
+) -> tuple[Report, list[Path]]:
+    """Compute the report and write its files; return it and the files, report.md first."""
+    if predictions is None:
+        predictions = _artifact_predictions(data.tracking_uri)
+    report = compute(data, predictions)
+    report.curve_cell = curve_cell
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for key, name in CSV_FILES.items():
+        path = out_dir / name
+        report.frames[key].to_csv(path, index=False)
+        written.append(path)
+    written += _write_plots(report, out_dir)
+    if figure1.has_toy2d(report.runs):
+        section = figure1.build_figure1(replace(data, runs=report.runs), out_dir, figure1_seed)
+        report.figure1_md = section.markdown
+        written.extend(section.files)
+    text = _markdown(report)
+    path = out_dir / REPORT_FILE
+    path.write_text(text, encoding="utf-8")
+    page = out_dir / REPORT_HTML
+    page.write_text(html.to_html(text, out_dir, f"BatchMixup report: {data.experiment}"),
+                    encoding="utf-8")
+    return report, [path, page, *written]
 
 
 def build_report(
@@ -262,92 +471,164 @@ def build_report(
     out_dir: Path,
     curve_cell: tuple[str, float] | None = None,
     figure1_seed: str | None = None,
+    predictions: paired.Predictions | None = None,
 ) -> list[Path]:
-    """Write report.md, CSVs and PNGs for ``data`` into ``out_dir``; return the files written.
+    """Write report.md, report.html, CSVs and PNGs for ``data`` into ``out_dir``; return the
+    files written, report.md first.
 
-    report.md is the first path returned. When the experiment has toy2d runs, the Figure 1
-    section and its files (see :mod:`results.figure1`; ``figure1_seed`` picks the seed drawn)
-    are added.
+    ``predictions`` reads a run's test predictions for the paired bootstrap (default: from
+    the run's MLflow artifacts). When the experiment has toy2d runs, the Figure 1 section and
+    its files (see :mod:`results.figure1`; ``figure1_seed`` picks the seed drawn) are added.
     """
-    runs, history = data.runs, data.history
-    frames: dict[str, pd.DataFrame] = {
-        "table1": tables.table1(runs),
-        "paired": tables.paired_comparison(runs),
-        "efficiency": tables.efficiency(runs, history),
-        "failed": tables.failed_runs(runs),
-        "missing": tables.missing_cells(runs),
-        "search": tables.search_summary(runs),
-        "hardware": tables.hardware_counts(runs),
+    return _build(data, out_dir, curve_cell, figure1_seed, predictions)[1]
+
+
+def _artifact_predictions(tracking_uri: str) -> paired.Predictions:
+    """A cached reader of runs' ``test_predictions.json`` artifacts."""
+    cache: dict[str, dict[str, Any] | None] = {}
+
+    def read(run_id: str) -> dict[str, Any] | None:
+        if run_id not in cache:
+            cache[run_id] = read_predictions(tracking_uri, run_id)
+        return cache[run_id]
+
+    return read
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def _cell_counts(report: Report) -> dict[str, int]:
+    """Cells with a finished run, and all cells of the grid (finished + without one)."""
+    finished = len(tables.finished_cells(report.runs))
+    return {"cells_finished": finished,
+            "cells_total": finished + len(report.frames["missing"])}
+
+
+def _summary_metrics(report: Report) -> dict[str, float]:
+    """Counts and per-cell numbers logged as metrics of the summary run."""
+    frames = report.frames
+    finals = tables.final_phase(report.runs)
+    table = frames["paired"]
+    out: dict[str, float] = {
+        **{k: float(v) for k, v in _cell_counts(report).items()},
+        "runs_failed": float(len(frames["failed"])),
+        "groups": float(len(frames["table1"])),
+        "other_configurations": float(len(frames["configurations"])),
+        "runs_other_configurations": float((~finals["current"].astype(bool)).sum()),
+        "comparisons": float(len(table)),
+        "comparisons_tested": float(paired.family_size(table)),
+        "comparisons_significant": float(
+            table["verdict"].str.endswith(("higher", "lower")).sum()) if not table.empty
+        else 0.0,
     }
-    frames["cells"] = runs.drop(columns=["start_time"]).assign(
-        **{"final.accuracy_pct": runs["final.accuracy"] * 100.0}
-    )
-    if curve_cell is None:
-        curve_cell = _default_curve_cell(frames["table1"])
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for key, name in CSV_FILES.items():
-        path = out_dir / name
-        frames[key].to_csv(path, index=False)
-        written.append(path)
-
-    accuracy_png: str | None = None
-    if (frames["table1"]["n"] > 0).any():
-        accuracy_png = PLOT_ACCURACY
-        written.append(plots.plot_accuracy_vs_ratio(frames["table1"], out_dir / accuracy_png))
-    if not frames["efficiency"].empty:
-        written.append(plots.plot_epoch_seconds(frames["efficiency"], out_dir / PLOT_EPOCH_SECONDS))
-    curve_png: str | None = None
-    if curve_cell is not None:
-        curves = tables.accuracy_curves(runs, history, *curve_cell)
-        if not curves.empty:
-            curve_png = _curve_file(*curve_cell)
-            written.append(
-                plots.plot_accuracy_curves(
-                    curves, curve_cell[0], curve_cell[1], out_dir / curve_png
-                )
-            )
-
-    figure1_md: str | None = None
-    if figure1.has_toy2d(runs):
-        section = figure1.build_figure1(data, out_dir, figure1_seed)
-        figure1_md = section.markdown
-        written.extend(section.files)
-
-    report = out_dir / REPORT_FILE
-    text = _markdown(data, frames, accuracy_png, curve_cell, curve_png, figure1_md)
-    report.write_text(text, encoding="utf-8")
-    return [report, *written]
+    for r in frames["table1"].itertuples():
+        key = f"table1/{r.task}/{r.ratio:g}/{r.strategy}"
+        out[f"{key}/accuracy_mean"] = r.mean
+        out[f"{key}/accuracy_std"] = r.std
+        out[f"{key}/n"] = float(r.n)
+        out[f"{key}/selected_updates"] = r.selected_updates
+    for r in table.itertuples():
+        key = f"paired/{r.task}/{r.ratio:g}/{r.arm}-vs-{r.baseline}"
+        out[f"{key}/mean_diff_pp"] = r.mean_diff
+        out[f"{key}/p_holm"] = r.p_holm
+    for r in frames["efficiency"].itertuples():
+        key = f"epoch_seconds/{r.task}/{r.ratio:g}/{r.strategy}/{r.update_path}"
+        out[key] = r.mean_epoch_seconds
+    return {k: float(v) for k, v in out.items() if not math.isnan(float(v))}
 
 
-def log_to_summary_run(data: SweepData, files: Sequence[Path]) -> str:
+def _summary_tags(report: Report) -> dict[str, str]:
+    """Descriptive tags of the summary run (tags, not params: they may change on reruns)."""
+    facts = report.setting
+    hardware = "; ".join(f"{name} ({count} runs)" for name, count in facts.hardware)
+    return {
+        "report.model": facts.model,
+        "report.mode": facts.mode,
+        "report.hardware": hardware[:NOTE_LIMIT],
+        "report.paper_setting": ", ".join(t for t, ok in facts.paper_tasks.items() if ok)
+        or "none",
+        **{f"report_{k}": str(v) for k, v in _cell_counts(report).items()},
+    }
+
+
+def _note(report: Report) -> str:
+    """The summary run's description: Table 1 and the paired readings, within the limit."""
+    head = [f"**BatchMixup sweep report: {report.data.experiment}.** Full report: artifacts "
+            f"`{ARTIFACT_DIR}/{REPORT_HTML}` (with plots) and `{ARTIFACT_DIR}/{REPORT_FILE}`; "
+            f"tables in `{TABLES_DIR}/`.", ""]
+    parts = [
+        "\n".join(_table1_section(report)[:1] + ["", tables.table1_markdown(
+            report.frames["table1"]), ""]),
+        "\n".join(["## Paired comparisons", "", paired.paired_markdown(report.frames["paired"]),
+                   ""]),
+    ]
+    text = "\n".join(head)
+    for part in parts:
+        if len(text) + len(part) + 1 > NOTE_LIMIT:
+            text += "\n_(more in the report: too long for the description)_"
+            break
+        text += "\n" + part
+    return text[:NOTE_LIMIT]
+
+
+def _log_tables(client: MlflowClient, run_id: str, report: Report, out_dir: Path) -> None:
+    """Log the main frames as MLflow tables; overwrite in place where one already exists
+    (``log_table`` would append to it) because the old artifacts could not be deleted."""
+    existing = {f.path for f in client.list_artifacts(run_id, TABLES_DIR)}
+    for key in MLFLOW_TABLES:
+        frame = report.frames[key]
+        artifact = f"{TABLES_DIR}/{key}.json"
+        if artifact in existing:
+            local = out_dir / f"{key}.json"
+            frame.to_json(local, orient="split", index=False)
+            client.log_artifact(run_id, str(local), TABLES_DIR)
+            local.unlink()
+        else:
+            client.log_table(run_id, frame, artifact)
+
+
+def _summary_run(client: MlflowClient, data: SweepData) -> str:
+    """The summary run's id (created when missing); its old ``report/`` artifacts deleted
+    where the artifact store allows it."""
+    if data.summary_run_id is None:
+        run = client.create_run(data.experiment_id, run_name=SUMMARY_RUN_NAME,
+                                tags={"kind": "summary", "sweep": data.experiment})
+        return run.info.run_id
+    run = client.get_run(data.summary_run_id)
+    try:
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_DIR)
+    except (NotImplementedError, OSError, MlflowException):
+        pass  # the store cannot delete: same-named files are overwritten below
+    return data.summary_run_id
+
+
+def log_to_summary_run(data: SweepData, files: Sequence[Path],
+                       report: Report | None = None) -> str:
     """Log ``files`` under ``report/`` of the experiment's summary run; return its run id.
 
-    The summary run (tag ``kind=summary``) is created on the first call and reused afterwards;
-    its previous ``report/`` artifacts are deleted first where the artifact store allows it
-    (otherwise same-named files are overwritten).
+    The summary run (tag ``kind=summary``) is created on the first call and reused afterwards
+    (the sweep creates it at launch with the manifest, which is kept); its previous
+    ``report/`` artifacts are deleted first where the artifact store allows it (otherwise
+    same-named files are overwritten). With ``report`` (the tables behind ``files``), Table 1,
+    the paired comparisons, the budget and the efficiency table are logged as MLflow tables,
+    counts and per-cell numbers as metrics, descriptive tags, and Table 1 with the paired
+    readings as the run's description.
     """
     client = MlflowClient(tracking_uri=data.tracking_uri)
-    run_id = data.summary_run_id
-    if run_id is None:
-        run = client.create_run(
-            data.experiment_id,
-            run_name=SUMMARY_RUN_NAME,
-            tags={"kind": "summary", "sweep": data.experiment},
-        )
-        run_id = run.info.run_id
-    else:
-        run = client.get_run(run_id)
-        try:
-            get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_DIR)
-        except (NotImplementedError, OSError, MlflowException):
-            pass  # the store cannot delete: same-named files are overwritten below
+    run_id = _summary_run(client, data)
     for path in files:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
-    finals = tables.final_phase(data.runs)
-    client.set_tag(run_id, "report_cells_finished", str(len(tables.finished_cells(data.runs))))
-    client.set_tag(run_id, "report_cells_total", str(len(finals)))
+    if report is None:
+        report = compute(data)
+    folder = Path(files[0]).parent if files else Path(".")
+    _log_tables(client, run_id, report, folder)
+    now = int(dt.datetime.now().timestamp() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in _summary_metrics(report).items()]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    tags = {**_summary_tags(report), NOTE_TAG: _note(report)}
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -369,11 +650,11 @@ def write_report(
     seed 0, or ``"median"``).
     """
     data = load_sweep(experiment, tracking_uri)
-    files = build_report(
+    report, files = _build(
         data, out_dir or default_out_dir(experiment), curve_cell, figure1_seed=figure1_seed
     )
     if log_artifacts:
-        log_to_summary_run(data, files)
+        log_to_summary_run(data, files, report)
     return files[0]
 
 
@@ -381,13 +662,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m results.report",
         description=(
-            "Report of one BatchMixup sweep, read only from MLflow. Writes report.md (Table 1 "
-            "vs the paper with mean ± std over seeds, paired batchmixup-vs-baseline tests, "
-            "epoch-time efficiency vs the paper's claim, failed and missing cells, a separate "
-            "search-phase summary), CSV tables (cells, table1, paired, efficiency, failed, "
-            "missing, search) and PNG plots (accuracy vs training data, seconds per epoch, "
-            "per-epoch accuracy curves) to --out, and logs them as artifacts of the "
-            "experiment's summary run (tag kind=summary, reused on reruns)."
+            "Report of one BatchMixup sweep, read only from MLflow. Writes report.md and "
+            "report.html (the setup the runs recorded; Table 1 as mean ± std over seeds, with "
+            "the paper's numbers as Δ only in the paper's setting, else as reference; the "
+            "training budget; paired comparisons from integer counts with t-intervals, "
+            "t-tests, a paired bootstrap and Holm's correction; epoch times compared within "
+            "one update path; failed and missing cells; other configurations; the search "
+            "phase), CSV tables and PNG plots (accuracy vs training data, epoch time, "
+            "per-epoch accuracy curves) to --out, and logs them to the experiment's summary "
+            "run (tag kind=summary), with MLflow tables, metrics and a description."
         ),
         epilog=(
             "Exit status: 0 on success; 2 with a one-line message on stderr when the store, "

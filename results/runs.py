@@ -7,12 +7,17 @@ with ``step = epoch``) is described in :mod:`results.report`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # MLflow's HTTP client retries for minutes by default (an unreachable server took 254 s to
 # fail); open_client probes the server itself, so one quick attempt per request is enough.
@@ -25,6 +30,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 import pandas as pd  # noqa: E402 - after the MLflow settings above
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run, ViewType  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 
 from results.uris import health_request, redact_text, redact_uri  # noqa: E402
 
@@ -35,6 +41,8 @@ CELL_TAGS = ("task", "ratio", "strategy", "seed")
 """Tags a cell run needs to be placed in the tables."""
 
 INFO_TAGS = (
+    "fingerprint",
+    "command",
     "sweep",
     "phase",
     "hardware",
@@ -54,6 +62,30 @@ HISTORY_METRICS = (
     "val_accuracy",
 )
 """Per-epoch metrics whose full history is read (step = epoch)."""
+
+RESULT_METRICS = (
+    "selected_epoch",
+    "selected_updates",
+    "updates",
+    "stopped_early",
+    "converged",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_correct",
+    "test_examples",
+    "selected_val_accuracy",
+    "selected_val_loss",
+)
+"""The cell's result, logged once at the step of its final epoch (``result.<name>`` columns;
+NaN where a run did not log it: runs that predate it, or ``converged`` when not assessed)."""
+
+MANIFEST_FILE = "manifest.json"
+"""The summary run's record of the latest launch: ``{"phase", "launched", "command",
+"cells": {cell name: fingerprint}}``."""
+
+PREDICTIONS_FILE = "test_predictions.json"
+"""A cell run's selected-epoch test predictions: ``{"split", "selected_epoch", "gold",
+"pred"}``, the same example order in every run of a task."""
 
 PARAM_PREFIX = "param."
 
@@ -75,12 +107,15 @@ class SweepData:
     ``start_time`` (ms), the tags ``task``, ``ratio`` (float), ``ratio_tag`` (as logged),
     ``strategy`` (the sweep's arm name, tag ``arm``; the strategy tag when there is none),
     ``algorithm`` (tag ``strategy``: none, mixup, nonlinear_mixup or batchmixup), ``seed``,
-    ``sweep``, ``phase`` (missing -> ``final``), ``hardware``, ``git_commit``,
-    ``ray_trial_id``, ``cell``, ``failure_reason``, one ``param.<name>`` column per logged
-    param, and one ``final.<metric>`` column (value at the last step) per metric in
-    :data:`HISTORY_METRICS`.
+    ``fingerprint`` ("" for runs that predate it), ``command``, ``sweep``, ``phase`` (missing
+    -> ``final``), ``hardware``, ``git_commit``, ``ray_trial_id``, ``cell``,
+    ``failure_reason``, one ``param.<name>`` column per logged param, one ``final.<metric>``
+    column (value at the last step) per metric in :data:`HISTORY_METRICS`, one
+    ``result.<metric>`` column per metric in :data:`RESULT_METRICS`, and ``epochs_run`` (the
+    last step any per-epoch metric was logged at).
 
     ``history`` has one row per logged metric value: ``run_id``, ``key``, ``step``, ``value``.
+    ``manifest`` is the summary run's ``manifest.json`` (None when absent or unreadable).
     """
 
     experiment: str
@@ -90,6 +125,7 @@ class SweepData:
     history: pd.DataFrame
     summary_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
@@ -199,12 +235,99 @@ def _final_values(history: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def _run_row(run: Run) -> dict[str, object] | str:
+    """One ``runs`` row for a cell run, or a note saying why it is skipped."""
+    tags = run.data.tags
+    missing = [tag for tag in CELL_TAGS if not tags.get(tag)]
+    ratio = _parse_ratio(tags.get("ratio", ""))
+    if missing or ratio is None:
+        what = f"missing tags {missing}" if missing else f"bad ratio {tags.get('ratio')!r}"
+        return f"skipped run {run.info.run_name or run.info.run_id}: {what}"
+    row: dict[str, object] = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "start_time": run.info.start_time or 0,
+        "task": tags["task"],
+        "ratio": ratio,
+        "ratio_tag": tags["ratio"],
+        # A sweep may run one algorithm as several arms (e.g. mixup and mixup_shared):
+        # tables group by the arm; the algorithm itself is kept in ``algorithm``.
+        "strategy": tags.get("arm") or tags["strategy"],
+        "algorithm": tags["strategy"],
+        "seed": tags["seed"],
+    }
+    for tag in INFO_TAGS:
+        row[tag] = tags.get(tag, "")
+    row["phase"] = row["phase"] or "final"
+    for name, value in run.data.params.items():
+        row[PARAM_PREFIX + name] = value
+    for key in RESULT_METRICS:
+        row[f"result.{key}"] = float(run.data.metrics.get(key, math.nan))
+    return row
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence MLflow's per-download progress bar (one per small JSON otherwise)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def read_json_artifact(client: MlflowClient, run_id: str, path: str) -> Any:
+    """Parse one JSON artifact of a run; None when it is absent or unreadable."""
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+        try:
+            local = client.download_artifacts(run_id, path, tmp)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError):  # absent, unreadable or not JSON
+            return None
+
+
+def read_manifest(client: MlflowClient, summary_run_id: str | None) -> dict[str, Any] | None:
+    """The summary run's ``manifest.json`` when it has a ``cells`` mapping, else None."""
+    if summary_run_id is None:
+        return None
+    manifest = read_json_artifact(client, summary_run_id, MANIFEST_FILE)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), dict):
+        return None
+    return manifest
+
+
+def read_predictions(tracking_uri: str, run_id: str) -> dict[str, Any] | None:
+    """A cell run's ``test_predictions.json`` (``gold`` and ``pred`` lists), or None."""
+    found = read_json_artifact(MlflowClient(tracking_uri=tracking_uri), run_id,
+                               PREDICTIONS_FILE)
+    if not isinstance(found, dict) or not {"gold", "pred"} <= set(found):
+        return None
+    if len(found["gold"]) != len(found["pred"]):
+        return None
+    return found
+
+
+def _epochs_run(history: pd.DataFrame) -> pd.DataFrame:
+    """``epochs_run`` per run: the last step at which a per-epoch metric was logged."""
+    if history.empty:
+        return pd.DataFrame({"run_id": pd.Series(dtype=object), "epochs_run": []})
+    last = history.groupby("run_id")["step"].max().rename("epochs_run")
+    return last.astype(float).reset_index()
+
+
 def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
-    """Read the cell runs and metric histories of ``experiment``.
+    """Read the cell runs, metric histories and launch manifest of ``experiment``.
 
     Raises ReportError when the store or the experiment does not exist or has no cell runs.
-    Runs tagged ``kind=summary`` (the report's own run) and runs without ``kind=cell`` are
-    ignored; cell runs lacking a task, ratio, strategy or seed tag are skipped with a note.
+    Runs tagged ``kind=summary`` (the report's own run; the earliest one when there are
+    several, as the sweep does) and runs without ``kind=cell`` are not read as cells; cell
+    runs lacking a task, ratio, strategy or seed tag are skipped with a note.
     """
     uri = resolve_tracking_uri(tracking_uri)
     client = open_client(uri)
@@ -215,42 +338,19 @@ def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
         raise ReportError(f"unknown experiment {experiment!r} in {uri} (known: {known})")
 
     notes: list[str] = []
-    summary_run_id: str | None = None
+    summaries: list[Run] = []
     run_rows: list[dict[str, object]] = []
     history_rows: list[dict[str, object]] = []
     for run in _search_all_runs(client, exp.experiment_id):
-        tags = run.data.tags
-        kind = tags.get("kind")
+        kind = run.data.tags.get("kind")
         if kind == "summary":
-            summary_run_id = summary_run_id or run.info.run_id
-            continue
+            summaries.append(run)
         if kind != "cell":
             continue
-        missing = [tag for tag in CELL_TAGS if not tags.get(tag)]
-        ratio = _parse_ratio(tags.get("ratio", ""))
-        if missing or ratio is None:
-            what = f"missing tags {missing}" if missing else f"bad ratio {tags.get('ratio')!r}"
-            notes.append(f"skipped run {run.info.run_name or run.info.run_id}: {what}")
+        row = _run_row(run)
+        if isinstance(row, str):
+            notes.append(row)
             continue
-        row: dict[str, object] = {
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "status": run.info.status,
-            "start_time": run.info.start_time or 0,
-            "task": tags["task"],
-            "ratio": ratio,
-            "ratio_tag": tags["ratio"],
-            # A sweep may run one algorithm as several arms (e.g. mixup and mixup_shared):
-            # tables group by the arm; the algorithm itself is kept in ``algorithm``.
-            "strategy": tags.get("arm") or tags["strategy"],
-            "algorithm": tags["strategy"],
-            "seed": tags["seed"],
-        }
-        for tag in INFO_TAGS:
-            row[tag] = tags.get(tag, "")
-        row["phase"] = row["phase"] or "final"
-        for name, value in run.data.params.items():
-            row[PARAM_PREFIX + name] = value
         run_rows.append(row)
         history_rows.extend(_history_rows(client, run))
 
@@ -260,9 +360,12 @@ def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
     runs = pd.DataFrame(run_rows)
     history = pd.DataFrame(history_rows, columns=["run_id", "key", "step", "value", "timestamp"])
     runs = runs.merge(_final_values(history), on="run_id", how="left")
+    runs = runs.merge(_epochs_run(history), on="run_id", how="left")
     for key in HISTORY_METRICS:
         if f"final.{key}" not in runs.columns:
             runs[f"final.{key}"] = float("nan")
+    summaries.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    summary_run_id = summaries[0].info.run_id if summaries else None
     return SweepData(
         experiment=experiment,
         experiment_id=exp.experiment_id,
@@ -271,4 +374,5 @@ def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
         history=history,
         summary_run_id=summary_run_id,
         notes=notes,
+        manifest=read_manifest(client, summary_run_id),
     )

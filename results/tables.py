@@ -1,29 +1,42 @@
-"""Tables of the report: Table 1 vs the paper, paired seed comparisons, efficiency, failures.
+"""Tables of the report: Table 1, the paper's reference numbers, the training budget,
+failures, missing cells, the search phase and per-epoch curves.
 
-Every function takes the DataFrames built by :func:`results.runs.load_sweep` and returns a
-DataFrame (written to CSV) or markdown text. Accuracies are stored by MLflow as fractions and
-shown here in percent, like the paper.
+Every function takes the DataFrames built by :func:`results.runs.load_sweep` (after
+:func:`prepare_runs`) and returns a DataFrame (written to CSV) or markdown text. Accuracies
+are stored by MLflow as fractions and shown here in percent, like the paper. The paired
+comparisons live in :mod:`results.paired`, efficiency in :mod:`results.efficiency`, the setup
+in :mod:`results.setup`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats  # a hard dependency of mlflow
 
-from results import paper
+from results import configs, paper
 
 CELL_KEY = ["task", "ratio", "strategy", "seed"]
 MIXUP_TYPES = ("mixup", "nonlinear_mixup")
 """Strategies whose cost depends on ``mix_samples`` and ``mixup_variant``."""
+MIXING = ("mixup", "nonlinear_mixup", "batchmixup")
+"""Algorithms that mix examples."""
 
 DASH = "—"
-SIGNIFICANCE_LEVEL = 0.05
-FEW_SEEDS = 5
-"""Below this many paired seeds a t-test result is only called indicative."""
+
+METRIC_TEST = "test"
+METRIC_TEST_LAST = "test_last_epoch"
+METRIC_VAL = "val"
+METRIC_LABELS = {
+    METRIC_TEST: "test accuracy at the selected epoch (`test_accuracy`)",
+    METRIC_TEST_LAST: "test accuracy at the last epoch (`accuracy`; runs that predate "
+                      "`test_accuracy`)",
+    METRIC_VAL: "validation accuracy at the selected epoch (`selected_val_accuracy`; "
+                "eval_split=val: the test set was never evaluated)",
+}
 
 
 # --------------------------------------------------------------------------- ordering
@@ -43,11 +56,12 @@ def ordered_strategies(values: Iterable[str]) -> list[str]:
 
 
 def ordered_ratios(values: Iterable[float]) -> list[float]:
-    """Paper ratios first (1.0, 0.75, 0.5, 0.25, 0.01), then any others descending."""
-    present = sorted(set(values), reverse=True)
-    known = [r for r in paper.RATIOS if any(math.isclose(r, v) for v in present)]
-    others = [v for v in present if not any(math.isclose(r, v) for r in paper.RATIOS)]
-    return known + others
+    """Distinct ratios, largest first (100 %, 75 %, 50 %, 25 %, 10 %, 1 %)."""
+    out: list[float] = []
+    for value in sorted({float(v) for v in values}, reverse=True):
+        if not any(math.isclose(value, seen) for seen in out):
+            out.append(value)
+    return out
 
 
 def format_ratio(ratio: float) -> str:
@@ -67,6 +81,100 @@ def ordered_seeds(values: Iterable[str]) -> list[str]:
     return sorted(set(values), key=_seed_sort_key)
 
 
+def sort_rows(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows by task (paper order), ratio (descending), arm (paper order), then ``extra``."""
+    if table.empty:
+        return table.reset_index(drop=True)
+    tasks = ordered_tasks(table["task"])
+    ratios = ordered_ratios(table["ratio"])
+    arms = ordered_strategies(table["strategy"])
+    order = table.assign(
+        _t=table["task"].map(tasks.index),
+        _r=table["ratio"].map(
+            lambda v: next(i for i, r in enumerate(ratios) if math.isclose(r, v))),
+        _s=table["strategy"].map(arms.index),
+    )
+    order = order.sort_values(["_t", "_r", "_s", *extra], kind="stable")
+    return order.drop(columns=["_t", "_r", "_s"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def param(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A logged param as strings ("" where a run did not log it)."""
+    column = f"param.{name}"
+    if column in runs.columns:
+        return runs[column].fillna("").astype(str)
+    return pd.Series("", index=runs.index, dtype=object)
+
+
+def _metric(runs: pd.DataFrame, column: str) -> pd.Series:
+    if column in runs.columns:
+        return pd.to_numeric(runs[column], errors="coerce")
+    return pd.Series(math.nan, index=runs.index, dtype=float)
+
+
+def _count_from(score: float, size: str) -> tuple[float, float]:
+    """(correct, examples) recovered from an accuracy and its logged split size."""
+    try:
+        n = int(size)
+    except ValueError:
+        return math.nan, math.nan
+    if math.isnan(score) or n <= 0:
+        return math.nan, math.nan
+    return float(round(score * n)), float(n)
+
+
+def _score_row(row: dict[str, Any]) -> tuple[float, str, float, float]:
+    """(score, metric kind, correct, examples) of one run; NaN score when it has none."""
+    test = row.get("result.test_accuracy", math.nan)
+    if not math.isnan(test):
+        correct = row.get("result.test_correct", math.nan)
+        examples = row.get("result.test_examples", math.nan)
+        if math.isnan(correct) or math.isnan(examples):
+            correct, examples = _count_from(test, row.get("param.n_test", ""))
+        return test, METRIC_TEST, correct, examples
+    if row.get("param.eval_split", "") == "val":
+        val = row.get("result.selected_val_accuracy", math.nan)
+        if math.isnan(val):
+            val = row.get("final.val_accuracy", math.nan)
+        return (val, METRIC_VAL, *_count_from(val, row.get("param.n_val", "")))
+    last = row.get("final.accuracy", math.nan)
+    if not math.isnan(last):
+        return (last, METRIC_TEST_LAST, *_count_from(last, row.get("param.n_test", "")))
+    return math.nan, "", math.nan, math.nan
+
+
+def add_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with the report's value of each run: ``score`` (fraction), ``metric`` (see
+    :data:`METRIC_LABELS`), and the integer ``correct`` / ``examples`` behind it (NaN when
+    not recorded: runs that predate the counts and logged no split size)."""
+    columns = ["result.test_accuracy", "result.test_correct", "result.test_examples",
+               "result.selected_val_accuracy", "final.val_accuracy", "final.accuracy"]
+    frame = pd.DataFrame({c: _metric(runs, c) for c in columns}, index=runs.index)
+    for name in ("eval_split", "n_test", "n_val"):
+        frame[f"param.{name}"] = param(runs, name)
+    scored = [_score_row(row) for row in frame.to_dict("records")]
+    score, metric, correct, examples = zip(*scored, strict=True) if scored else ([], [], [], [])
+    return runs.assign(score=list(score), metric=list(metric), correct=list(correct),
+                       examples=list(examples))
+
+
+def prepare_runs(runs: pd.DataFrame, manifest: dict[str, Any] | None) -> pd.DataFrame:
+    """Mark each run's configuration as current or not and add its score."""
+    return add_scores(configs.mark_current(runs, manifest))
+
+
+def _prepared(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``current`` and ``score`` columns (all runs current when not marked)."""
+    if "current" not in runs.columns:
+        runs = runs.assign(current=True)
+    if "score" not in runs.columns:
+        runs = add_scores(runs)
+    return runs
+
+
 # --------------------------------------------------------------------------- selections
 
 
@@ -75,93 +183,131 @@ def final_phase(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["phase"] != "search"]
 
 
+def current_final(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final-phase runs of the current configuration of their (task, ratio, arm), any status."""
+    finals = final_phase(_prepared(runs))
+    return finals[finals["current"].astype(bool)]
+
+
 def search_phase(runs: pd.DataFrame) -> pd.DataFrame:
     """Hyperparameter-search trials (tag phase=search)."""
     return runs[runs["phase"] == "search"]
 
 
-def finished_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell with a usable final result, with ``accuracy_pct`` added.
+def _usable(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs["status"] == "FINISHED") & runs["score"].notna()]
 
-    Keeps final-phase runs with status FINISHED and an ``accuracy`` metric. If a cell
-    (task, ratio, strategy, seed) has several such runs, the latest started one is kept.
+
+def finished_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell with a usable result, ``accuracy_pct`` (= score × 100) added.
+
+    Keeps final-phase runs of the current configuration with status FINISHED and a score. If
+    a cell (task, ratio, arm, seed) has several such runs, the latest started one is kept.
     """
-    runs = final_phase(runs)
-    done = runs[(runs["status"] == "FINISHED") & runs["final.accuracy"].notna()]
+    done = _usable(current_final(runs))
     done = done.sort_values("start_time").drop_duplicates(CELL_KEY, keep="last")
-    return done.assign(accuracy_pct=done["final.accuracy"] * 100.0)
+    return done.assign(accuracy_pct=done["score"] * 100.0)
 
 
 def duplicate_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Cells with more than one finished final-phase run (only the latest one is used)."""
-    runs = final_phase(runs)
-    done = runs[(runs["status"] == "FINISHED") & runs["final.accuracy"].notna()]
+    """Cells with more than one finished current run (only the latest one is used)."""
+    done = _usable(current_final(runs))
     counts = done.groupby(CELL_KEY).size().rename("runs").reset_index()
     return counts[counts["runs"] > 1]
+
+
+def metric_kinds(cells: pd.DataFrame) -> list[str]:
+    """The metric kinds present among ``cells`` (test first)."""
+    present = set(cells["metric"])
+    return [m for m in (METRIC_TEST, METRIC_TEST_LAST, METRIC_VAL) if m in present]
+
+
+def accuracy_name(cells: pd.DataFrame) -> str:
+    """What Table 1 measures: "test accuracy", "validation accuracy" or both."""
+    kinds = metric_kinds(cells)
+    if kinds == [METRIC_VAL]:
+        return "validation accuracy"
+    if METRIC_VAL in kinds:
+        return "test or validation accuracy (see the metric column)"
+    return "test accuracy"
 
 
 # --------------------------------------------------------------------------- Table 1
 
 
-def table1(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) of final test accuracy (%) per (ratio, strategy, task).
+def paper_setting_groups(runs: pd.DataFrame) -> dict[Any, bool]:
+    """Does a group's setting match the paper's (:func:`results.paper.matches_setting` for
+    every current final run)? Keys: (task, ratio, arm) group keys, and each task alone (for
+    groups of the launch without any run yet)."""
+    finals = current_final(runs)
+    model, mode, labels = param(finals, "model"), param(finals, "mode"), param(finals,
+                                                                                "num_labels")
+    out: dict[Any, bool] = {}
+    for i, (task, ratio, arm) in enumerate(
+            zip(finals["task"], finals["ratio"], finals["strategy"], strict=True)):
+        ok = paper.matches_setting(task, model.iloc[i], mode.iloc[i], labels.iloc[i])
+        for key in (configs.group_key(task, ratio, arm), task):
+            out[key] = out.get(key, True) and ok
+    return out
 
-    The grid is every task, ratio and strategy that appears in a final-phase run (whatever its
-    status), so cells without a finished run appear with ``n = 0``. Columns: task, ratio,
-    strategy, n, mean, std (NaN when n < 2), seeds, paper_mean, paper_std, diff (ours − paper,
-    percentage points), best (highest mean for its (ratio, task) among at least two strategies).
+
+def _grid(runs: pd.DataFrame, manifest: dict[str, Any] | None) -> list[tuple[str, float, str]]:
+    """(task, ratio, arm) of every current final run and every manifest cell, in order."""
+    finals = current_final(runs)
+    keys = {(t, float(r), a) for t, r, a in
+            zip(finals["task"], finals["ratio"], finals["strategy"], strict=True)}
+    keys |= {(t, r, a) for t, r, a, _ in configs.manifest_cells(manifest)}
+    frame = pd.DataFrame(sorted(keys), columns=["task", "ratio", "strategy"])
+    frame = frame.drop_duplicates().assign(
+        _k=[configs.group_key(t, r, a) for t, r, a in
+            zip(frame["task"], frame["ratio"], frame["strategy"], strict=True)])
+    frame = frame.drop_duplicates("_k").drop(columns="_k")
+    return list(sort_rows(frame).itertuples(index=False, name=None))
+
+
+TABLE1_COLUMNS = ["task", "ratio", "strategy", "n", "mean", "std", "seeds", "metric",
+                  "updates", "selected_updates", "paper_setting", "paper_mean", "paper_std",
+                  "diff"]
+
+
+def table1(runs: pd.DataFrame, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) of each cell's score (%) per (task, ratio, arm).
+
+    Rows: every (task, ratio, arm) with a current final-phase run or a cell in the launch
+    manifest (``n = 0`` when none finished), ordered by task, ratio (descending) and arm.
+    ``metric`` names what was averaged (:data:`METRIC_LABELS`); ``updates`` and
+    ``selected_updates`` are means over the seeds (all updates made / those up to the
+    selected epoch). The paper's (mean, std) and ``diff`` (ours − paper, percentage points)
+    are filled only where ``paper_setting`` is True (the group ran the paper's setting).
     """
-    grid_runs = final_phase(runs)
     cells = finished_cells(runs)
+    matches = paper_setting_groups(runs)
     rows = []
-    for ratio in ordered_ratios(grid_runs["ratio"]):
-        for strategy in ordered_strategies(grid_runs["strategy"]):
-            for task in ordered_tasks(grid_runs["task"]):
-                mask = (
-                    np.isclose(cells["ratio"], ratio)
-                    & (cells["strategy"] == strategy)
-                    & (cells["task"] == task)
-                )
-                values = cells.loc[mask, "accuracy_pct"]
-                seeds = ordered_seeds(cells.loc[mask, "seed"])
-                ref = paper.paper_cell(ratio, strategy, task)
-                n = int(values.size)
-                mean = float(values.mean()) if n else math.nan
-                rows.append(
-                    {
-                        "task": task,
-                        "ratio": ratio,
-                        "strategy": strategy,
-                        "n": n,
-                        "mean": mean,
-                        "std": float(values.std(ddof=1)) if n >= 2 else math.nan,
-                        "seeds": " ".join(seeds),
-                        "paper_mean": ref[0] if ref else math.nan,
-                        "paper_std": ref[1] if ref else math.nan,
-                        "diff": mean - ref[0] if ref and n else math.nan,
-                    }
-                )
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "task",
-            "ratio",
-            "strategy",
-            "n",
-            "mean",
-            "std",
-            "seeds",
-            "paper_mean",
-            "paper_std",
-            "diff",
-        ],
-    )
-    table["best"] = False
-    for _, group in table[table["n"] > 0].groupby(["task", "ratio"]):
-        if len(group) >= 2:
-            top = group["mean"].max()
-            table.loc[group.index[np.isclose(group["mean"], top)], "best"] = True
-    return table
+    for task, ratio, arm in _grid(runs, manifest):
+        here = cells[(cells["task"] == task) & np.isclose(cells["ratio"], ratio)
+                     & (cells["strategy"] == arm)]
+        values = here["accuracy_pct"]
+        n = int(values.size)
+        mean = float(values.mean()) if n else math.nan
+        match = matches.get(configs.group_key(task, ratio, arm), matches.get(task, False))
+        ref = paper.paper_cell(ratio, arm, task) if match else None
+        rows.append({
+            "task": task,
+            "ratio": ratio,
+            "strategy": arm,
+            "n": n,
+            "mean": mean,
+            "std": float(values.std(ddof=1)) if n >= 2 else math.nan,
+            "seeds": " ".join(ordered_seeds(here["seed"])),
+            "metric": ",".join(metric_kinds(here)),
+            "updates": float(here["result.updates"].mean()) if n else math.nan,
+            "selected_updates": float(here["result.selected_updates"].mean()) if n else math.nan,
+            "paper_setting": match,
+            "paper_mean": ref[0] if ref else math.nan,
+            "paper_std": ref[1] if ref else math.nan,
+            "diff": mean - ref[0] if ref and n else math.nan,
+        })
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 
 def format_mean_std(mean: float, std: float, n: int) -> str:
@@ -176,329 +322,166 @@ def _format_signed(value: float) -> str:
     return DASH if math.isnan(value) else f"{value:+.2f}"
 
 
+def format_count(value: float) -> str:
+    """A whole number (mean over seeds, rounded) or "—"."""
+    return DASH if value is None or math.isnan(value) else f"{value:,.0f}"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Render a GitHub-flavoured markdown table (cells must not contain ``|``)."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """Render a GitHub-flavoured markdown table (``|`` inside cells is escaped)."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def table1_markdown(table: pd.DataFrame) -> str:
-    """Table 1 as markdown: per task our cell, the paper's cell and the difference."""
-    tasks = list(dict.fromkeys(table["task"]))
-    headers = ["Training data", "System"]
-    for task in tasks:
-        headers.append(f"{task} (ours)")
-        if task in paper.TASKS:
-            headers += [f"{task} (paper)", f"{task} Δ"]
-    rows: list[list[str]] = []
-    for (ratio, strategy), group in table.groupby(["ratio", "strategy"], sort=False):
-        row = [format_ratio(ratio), strategy]
-        by_task = group.set_index("task")
-        for task in tasks:
-            cell = by_task.loc[task]
-            text = format_mean_std(cell["mean"], cell["std"], int(cell["n"]))
-            row.append(f"**{text}**" if cell["best"] else text)
-            if task in paper.TASKS:
-                ref = (
-                    DASH
-                    if math.isnan(cell["paper_mean"])
-                    else f"{cell['paper_mean']:.2f} ± {cell['paper_std']:.2f}"
-                )
-                row += [ref, _format_signed(cell["diff"])]
-        rows.append(row)
+    """Table 1 as markdown, one table per task: rows ratio (descending) × arm; the paper's
+    column and Δ only for a task with at least one group in the paper's setting."""
     if table.empty:
         return "_No final-phase cell runs._"
-    if any(task in paper.TASKS for task in tasks):
-        baseline = ["—", "random/majority (paper)"]
-        for task in tasks:
-            baseline.append(DASH)
-            if task in paper.TASKS:
-                baseline += [f"{paper.BASELINE[task]:.2f}", ""]
-        rows.append(baseline)
-    return markdown_table(headers, rows)
+    parts: list[str] = []
+    for task in ordered_tasks(table["task"]):
+        rows_t = table[table["task"] == task]
+        with_paper = bool(rows_t["paper_setting"].any())
+        headers = ["Training data", "Arm", "Accuracy (%) mean ± std (n)",
+                   "Updates: selected / total"]
+        if with_paper:
+            headers += [f"Paper ({paper.SETTING})", "Δ (pp)"]
+        rows = []
+        for r in rows_t.itertuples():
+            row = [format_ratio(r.ratio), r.strategy, format_mean_std(r.mean, r.std, r.n),
+                   f"{format_count(r.selected_updates)} / {format_count(r.updates)}"]
+            if with_paper:
+                ref = DASH if math.isnan(r.paper_mean) else \
+                    f"{r.paper_mean:.2f} ± {r.paper_std:.2f}"
+                row += [ref, _format_signed(r.diff)]
+            rows.append(row)
+        parts += [f"**{task}**", "", markdown_table(headers, rows), ""]
+    return "\n".join(parts).rstrip()
 
 
-# --------------------------------------------------------------------------- paired tests
+def paper_reference(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 for the tasks and ratios of ``table`` whose groups did not run the
+    paper's setting (shown as reference, without Δ). Columns: ratio, system, one per task."""
+    unmatched = table[~table["paper_setting"].astype(bool)]
+    tasks = [t for t in ordered_tasks(unmatched["task"]) if t in paper.TASKS]
+    ratios = [r for r in ordered_ratios(unmatched["ratio"])
+              if any(math.isclose(r, p) for p in paper.RATIOS)]
+    rows = []
+    for ratio in ratios:
+        for system in paper.STRATEGIES:
+            row: dict[str, Any] = {"ratio": ratio, "system": system}
+            for task in tasks:
+                ref = paper.paper_cell(ratio, system, task)
+                row[task] = f"{ref[0]:.2f} ± {ref[1]:.2f}" if ref else DASH
+            rows.append(row)
+    if rows:
+        rows.append({"ratio": math.nan, "system": "random/majority baseline",
+                     **{task: f"{paper.BASELINE[task]:.2f}" for task in tasks}})
+    return pd.DataFrame(rows, columns=["ratio", "system", *tasks])
 
 
-def paired_verdict(n: int, mean_diff: float, p_value: float) -> str:
-    """Plain-language reading of a paired comparison, careful about few seeds."""
-    if n == 0:
-        return "no paired seeds"
-    if n == 1:
-        return "n=1 paired seed: no test possible"
-    if math.isnan(p_value):
-        return f"n={n} paired seeds: all differences equal, t-test undefined"
-    if p_value < SIGNIFICANCE_LEVEL:
-        direction = "higher" if mean_diff > 0 else "lower"
-        text = f"batchmixup {direction} (p={p_value:.3f}, n={n})"
-        if n < FEW_SEEDS:
-            text += "; few seeds, treat as indicative"
-        return text
-    if n < FEW_SEEDS:
-        return f"n={n} paired seeds: cannot establish significance (p={p_value:.2f})"
-    return f"no significant difference (p={p_value:.2f}, n={n})"
+def paper_reference_markdown(reference: pd.DataFrame) -> str:
+    """The paper's reference numbers as markdown."""
+    tasks = list(reference.columns[2:])
+    rows = [[DASH if math.isnan(r["ratio"]) else format_ratio(r["ratio"]), r["system"],
+             *[r[t] for t in tasks]] for _, r in reference.iterrows()]
+    return markdown_table(["Training data", "System", *tasks], rows)
 
 
-def paired_comparison(
-    runs: pd.DataFrame, challenger: str = "batchmixup", baselines: Sequence[str] = ("none", "mixup")
-) -> pd.DataFrame:
-    """Compare ``challenger`` with each baseline per (task, ratio), pairing runs by seed.
+# --------------------------------------------------------------------------- budget
 
-    Runs with the same seed share the training subset, so the per-seed differences
-    (challenger − baseline, percentage points) are tested with a two-sided paired t-test.
-    Columns: task, ratio, baseline, n, mean_diff, sd_diff, wins, losses, ties, t, p_value,
-    verdict. ``t`` and ``p_value`` are NaN for n < 2 or when all differences are equal.
+
+def _span(values: pd.Series, fmt: str = "{:,.0f}") -> str:
+    """"a" when all values are equal, "a–b" for a range, "—" without values."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return DASH
+    low, high = fmt.format(values.min()), fmt.format(values.max())
+    return low if low == high else f"{low}–{high}"
+
+
+BUDGET_COLUMNS = ["task", "ratio", "strategy", "n", "epochs_budget", "min_updates",
+                  "selection", "patience", "epochs_run", "updates", "selected_epoch",
+                  "selected_updates", "stopped_early", "converged", "assessed", "unconverged"]
+
+
+def _one(values: pd.Series) -> str:
+    distinct = sorted({v for v in values if v})
+    return ", ".join(distinct) if distinct else DASH
+
+
+def budget(runs: pd.DataFrame) -> pd.DataFrame:
+    """The training budget of every (task, ratio, arm) over its finished seeds.
+
+    The budget params (``epochs``, ``min_updates``, ``selection``, ``patience``) as logged;
+    ranges over seeds of epochs run, updates made (``updates``), the selected epoch and the
+    updates up to it; counts of seeds that stopped early and that converged (of those
+    assessed: ``converged`` is only logged under ``selection=best_val`` with patience).
+    ``unconverged`` counts assessed seeds that did not converge: a flag for the reader.
     """
     cells = finished_cells(runs)
-    columns = [
-        "task",
-        "ratio",
-        "baseline",
-        "n",
-        "mean_diff",
-        "sd_diff",
-        "wins",
-        "losses",
-        "ties",
-        "t",
-        "p_value",
-        "verdict",
-    ]
     rows = []
-    for task in ordered_tasks(cells["task"]):
-        for ratio in ordered_ratios(cells.loc[cells["task"] == task, "ratio"]):
-            here = cells[(cells["task"] == task) & np.isclose(cells["ratio"], ratio)]
-            by_seed = here.pivot(index="seed", columns="strategy", values="accuracy_pct")
-            if challenger not in by_seed.columns:
-                continue
-            for baseline in baselines:
-                if baseline not in by_seed.columns:
-                    continue
-                pairs = by_seed[[challenger, baseline]].dropna()
-                diffs = (pairs[challenger] - pairs[baseline]).to_numpy(dtype=float)
-                n = int(diffs.size)
-                t_stat, p_value = math.nan, math.nan
-                if n >= 2 and np.ptp(diffs) > 0:
-                    result = stats.ttest_rel(pairs[challenger], pairs[baseline])
-                    t_stat, p_value = float(result.statistic), float(result.pvalue)
-                mean_diff = float(diffs.mean()) if n else math.nan
-                rows.append(
-                    {
-                        "task": task,
-                        "ratio": ratio,
-                        "baseline": baseline,
-                        "n": n,
-                        "mean_diff": mean_diff,
-                        "sd_diff": float(diffs.std(ddof=1)) if n >= 2 else math.nan,
-                        "wins": int((diffs > 0).sum()),
-                        "losses": int((diffs < 0).sum()),
-                        "ties": int((diffs == 0).sum()),
-                        "t": t_stat,
-                        "p_value": p_value,
-                        "verdict": paired_verdict(n, mean_diff, p_value),
-                    }
-                )
-    return pd.DataFrame(rows, columns=columns)
+    for (task, ratio, arm), group in cells.groupby(["task", "ratio", "strategy"], sort=False):
+        conv = pd.to_numeric(group["result.converged"], errors="coerce").dropna()
+        early = pd.to_numeric(group["result.stopped_early"], errors="coerce").dropna()
+        rows.append({
+            "task": task,
+            "ratio": ratio,
+            "strategy": arm,
+            "n": len(group),
+            "epochs_budget": _one(param(group, "epochs")),
+            "min_updates": _one(param(group, "min_updates")),
+            "selection": _one(param(group, "selection")),
+            "patience": _one(param(group, "patience")),
+            "epochs_run": _span(group["epochs_run"]),
+            "updates": _span(group["result.updates"]),
+            "selected_epoch": _span(group["result.selected_epoch"]),
+            "selected_updates": _span(group["result.selected_updates"]),
+            "stopped_early": f"{int((early == 1).sum())}/{len(early)}" if len(early) else DASH,
+            "converged": int((conv == 1).sum()),
+            "assessed": len(conv),
+            "unconverged": int((conv == 0).sum()),
+        })
+    return sort_rows(pd.DataFrame(rows, columns=BUDGET_COLUMNS))
 
 
-def paired_markdown(table: pd.DataFrame, challenger: str = "batchmixup") -> str:
-    """The paired comparison as markdown."""
-    headers = ["Task", "Training data", "vs", "mean Δ (pp)", "wins/n", "t", "p", "reading"]
-    rows = []
-    for _, r in table.iterrows():
-        rows.append(
-            [
-                r["task"],
-                format_ratio(r["ratio"]),
-                r["baseline"],
-                _format_signed(r["mean_diff"]),
-                f"{r['wins']}/{r['n']}",
-                DASH if math.isnan(r["t"]) else f"{r['t']:.2f}",
-                DASH if math.isnan(r["p_value"]) else f"{r['p_value']:.3f}",
-                r["verdict"],
-            ]
-        )
-    return (
-        markdown_table(headers, rows)
-        if rows
-        else f"_No cell has both {challenger} and a baseline._"
-    )
-
-
-# --------------------------------------------------------------------------- efficiency
-
-
-def _param(runs: pd.DataFrame, name: str) -> pd.Series:
-    column = f"param.{name}"
-    if column in runs.columns:
-        return runs[column].fillna("").astype(str)
-    return pd.Series("", index=runs.index, dtype=object)
-
-
-def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """Mean seconds per epoch per (task, ratio, strategy, mixup_variant, mix_samples).
-
-    Uses every epoch of every FINISHED final-phase run (pooled over seeds). ``mixup_variant``
-    and ``mix_samples`` are part of the key only for mixup and nonlinear_mixup (empty
-    otherwise), so faithful and shared-forward runs are separate rows. ``ratio_to_none`` divides
-    by the ``none`` row of the same (task, ratio); ``paper_ratio`` is the paper's claim
-    (≈1× for batchmixup, ≈20/1.5 for pairwise mixup with 15 samples, else NaN).
-    """
-    columns = [
-        "task",
-        "ratio",
-        "strategy",
-        "mixup_variant",
-        "mix_samples",
-        "runs",
-        "epochs",
-        "mean_epoch_seconds",
-        "mean_examples_per_second",
-        "ratio_to_none",
-        "paper_ratio",
-        "hardware",
-    ]
-    done = final_phase(runs)
-    done = done[done["status"] == "FINISHED"]
-    algorithm = _algorithm(done)
-    is_mixup = algorithm.isin(MIXUP_TYPES)
-    keyed = done[["run_id", "task", "ratio", "strategy", "hardware"]].assign(
-        algorithm=algorithm,
-        mixup_variant=_param(done, "mixup_variant").where(is_mixup, ""),
-        mix_samples=_param(done, "mix_samples").where(is_mixup, ""),
-    )
-    epochs = history[history["key"].isin(["epoch_seconds", "examples_per_second"])]
-    wide = epochs.pivot_table(index=["run_id", "step"], columns="key", values="value")
-    wide = wide.reset_index()
-    for key in ("epoch_seconds", "examples_per_second"):
-        if key not in wide.columns:
-            wide[key] = math.nan
-    merged = keyed.merge(wide, on="run_id", how="inner")
-    merged = merged[merged["epoch_seconds"].notna()]
-    key = ["task", "ratio", "strategy", "mixup_variant", "mix_samples"]
-    rows = []
-    for values, group in merged.groupby(key, sort=False):
-        row = dict(zip(key, values, strict=True))
-        row.update(
-            algorithm=str(group["algorithm"].iloc[0]),
-            runs=int(group["run_id"].nunique()),
-            epochs=int(len(group)),
-            mean_epoch_seconds=float(group["epoch_seconds"].mean()),
-            mean_examples_per_second=float(group["examples_per_second"].mean()),
-            hardware="; ".join(sorted(set(group["hardware"].replace("", "unknown")))),
-        )
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=[*columns, "algorithm"])
+def budget_markdown(table: pd.DataFrame) -> str:
+    """The budget table as markdown; unconverged cells are flagged."""
     if table.empty:
-        return table[columns]
-    none_rows = table[table["strategy"] == "none"].set_index(["task", "ratio"])
-    table["ratio_to_none"] = [
-        r.mean_epoch_seconds / none_rows.loc[(r.task, r.ratio), "mean_epoch_seconds"]
-        if (r.task, r.ratio) in none_rows.index
-        else math.nan
-        for r in table.itertuples()
-    ]
-    table["paper_ratio"] = [_paper_ratio(r.algorithm, r.mixup_variant, r.mix_samples)
-                            for r in table.itertuples()]
-    return _sort_efficiency(table[columns])
-
-
-def _paper_ratio(algorithm: str, variant: str, mix_samples: str) -> float:
-    """The paper's epoch-time ratio for a row, or NaN where the paper's setting differs.
-
-    The paper's ≈13× for (nonlinear) mixup is for 15 beta samples per pair, each its own
-    update (``mixup_variant=faithful``); shared-forward rows get no paper value.
-    """
-    claim = paper.paper_time_ratio(algorithm)
-    if claim is None:
-        return math.nan
-    if algorithm in MIXUP_TYPES and (mix_samples != str(paper.EFFICIENCY_MIX_SAMPLES)
-                                     or variant not in ("faithful", "")):
-        return math.nan
-    return claim
-
-
-def _algorithm(runs: pd.DataFrame) -> pd.Series:
-    """The algorithm of each run (tag ``strategy``); the arm name for frames without it."""
-    if "algorithm" in runs.columns:
-        return runs["algorithm"].fillna(runs["strategy"]).astype(str)
-    return runs["strategy"].astype(str)
-
-
-def _sort_efficiency(table: pd.DataFrame) -> pd.DataFrame:
-    tasks = ordered_tasks(table["task"])
-    ratios = ordered_ratios(table["ratio"])
-    strategies = ordered_strategies(table["strategy"])
-    order = table.assign(
-        _t=table["task"].map(tasks.index),
-        _r=table["ratio"].map(
-            lambda v: next(i for i, r in enumerate(ratios) if math.isclose(r, v))
-        ),
-        _s=table["strategy"].map(strategies.index),
-    )
-    order = order.sort_values(["_t", "_r", "_s", "mixup_variant", "mix_samples"])
-    return order.drop(columns=["_t", "_r", "_s"]).reset_index(drop=True)
-
-
-def efficiency_markdown(table: pd.DataFrame) -> str:
-    """The efficiency table as markdown."""
-    headers = [
-        "Task",
-        "Training data",
-        "Strategy",
-        "variant",
-        "mix samples",
-        "runs",
-        "epochs",
-        "s/epoch",
-        "examples/s",
-        "× none",
-        "paper × none",
-        "hardware",
-    ]
+        return "_No finished cells._"
+    headers = ["Task", "Training data", "Arm", "n", "epochs (setting)", "min updates",
+               "selection", "epochs run", "updates made", "selected epoch",
+               "updates at selected", "stopped early", "converged"]
     rows = []
-    for _, r in table.iterrows():
-        rows.append(
-            [
-                r["task"],
-                format_ratio(r["ratio"]),
-                r["strategy"],
-                r["mixup_variant"] or DASH,
-                r["mix_samples"] or DASH,
-                str(r["runs"]),
-                str(r["epochs"]),
-                f"{r['mean_epoch_seconds']:.2f}",
-                DASH
-                if math.isnan(r["mean_examples_per_second"])
-                else f"{r['mean_examples_per_second']:.1f}",
-                DASH if math.isnan(r["ratio_to_none"]) else f"{r['ratio_to_none']:.2f}×",
-                DASH if math.isnan(r["paper_ratio"]) else f"≈{r['paper_ratio']:.1f}×",
-                r["hardware"],
-            ]
-        )
-    return markdown_table(headers, rows) if rows else "_No epoch_seconds were logged._"
-
-
-def hardware_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """How many cell runs (both phases) reported each ``hardware`` tag."""
-    hardware = runs["hardware"].replace("", "unknown")
-    counts = hardware.value_counts().rename_axis("hardware").rename("runs").reset_index()
-    return counts.sort_values(["runs", "hardware"], ascending=[False, True]).reset_index(drop=True)
+    for r in table.itertuples():
+        if r.assessed:
+            converged = f"{r.converged}/{r.assessed}"
+            if r.unconverged:
+                converged += " ⚠ unconverged"
+        else:
+            converged = "not assessed"
+        selection = r.selection if r.patience == DASH else f"{r.selection}, patience {r.patience}"
+        rows.append([r.task, format_ratio(r.ratio), r.strategy, str(r.n), r.epochs_budget,
+                     r.min_updates, selection, r.epochs_run, r.updates, r.selected_epoch,
+                     r.selected_updates, r.stopped_early, converged])
+    return markdown_table(headers, rows)
 
 
 # --------------------------------------------------------------------------- robustness
 
 
 def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Final-phase runs that did not produce a result, with their failure_reason.
+    """Current final-phase runs that did not produce a result, with their failure_reason.
 
-    Includes FAILED, KILLED and RUNNING runs and FINISHED runs without an ``accuracy`` metric.
+    Includes FAILED, KILLED and RUNNING runs and FINISHED runs without a score.
     ``superseded`` is True when another run of the same cell finished.
     """
-    finals = final_phase(runs)
-    bad = finals[(finals["status"] != "FINISHED") | finals["final.accuracy"].isna()]
+    finals = current_final(runs)
+    bad = finals[(finals["status"] != "FINISHED") | finals["score"].isna()]
     done = finished_cells(runs)
     done_keys = set(zip(done["task"], done["ratio"], done["strategy"], done["seed"], strict=True))
     reasons = [
@@ -516,44 +499,50 @@ def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return table[columns + ["superseded", "run_id"]].sort_values("run_name").reset_index(drop=True)
 
 
-def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Cells of the sweep's grid without a finished final run.
+def missing_cells(runs: pd.DataFrame, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Cells of the sweep's grid without a finished run of the current configuration.
 
-    The grid is every combination of the tasks, ratios, strategies and seeds seen in final-phase
-    runs. ``latest_status`` is the status of the cell's latest run, or "no run".
+    The grid is the latest launch's cells (manifest) plus every combination of the tasks,
+    ratios, arms and seeds seen in current final-phase runs when there is no manifest, or the
+    current runs' own cells when there is one. ``latest_status`` is the status of the cell's
+    latest current run, or "no run".
     """
-    finals = final_phase(runs)
+    finals = current_final(runs)
     done = finished_cells(runs)
-    done_keys = set(zip(done["task"], done["ratio"], done["strategy"], done["seed"], strict=True))
+    done_keys = {(t, round(r, 9), s, d) for t, r, s, d in
+                 zip(done["task"], done["ratio"], done["strategy"], done["seed"], strict=True)}
     latest = finals.sort_values("start_time").drop_duplicates(CELL_KEY, keep="last")
     latest_status = {
-        key: status
-        for key, status in zip(
-            zip(latest["task"], latest["ratio"], latest["strategy"], latest["seed"], strict=True),
-            latest["status"],
-            strict=True,
-        )
+        (t, round(r, 9), s, d): status
+        for t, r, s, d, status in zip(latest["task"], latest["ratio"], latest["strategy"],
+                                      latest["seed"], latest["status"], strict=True)
     }
-    rows = []
-    for task in ordered_tasks(finals["task"]):
-        for ratio in ordered_ratios(finals["ratio"]):
-            for strategy in ordered_strategies(finals["strategy"]):
-                for seed in ordered_seeds(finals["seed"]):
-                    key = (task, ratio, strategy, seed)
-                    if key not in done_keys:
-                        rows.append(
-                            {
-                                "task": task,
-                                "ratio": ratio,
-                                "strategy": strategy,
-                                "seed": seed,
-                                "latest_status": latest_status.get(key, "no run"),
-                            }
-                        )
-    return pd.DataFrame(rows, columns=["task", "ratio", "strategy", "seed", "latest_status"])
+    listed = configs.manifest_cells(manifest)
+    grid = {(t, round(r, 9), s, d) for t, r, s, d in listed}
+    if listed:
+        grid |= set(latest_status)
+    else:
+        grid |= {(t, round(r, 9), s, d)
+                 for t in set(finals["task"]) for r in set(finals["ratio"])
+                 for s in set(finals["strategy"]) for d in set(finals["seed"])}
+    rows = [{"task": t, "ratio": r, "strategy": s, "seed": d,
+             "latest_status": latest_status.get((t, r, s, d), "no run")}
+            for t, r, s, d in grid if (t, r, s, d) not in done_keys]
+    table = pd.DataFrame(rows, columns=["task", "ratio", "strategy", "seed", "latest_status"])
+    if table.empty:
+        return table
+    table = table.assign(_seed=table["seed"].map(_seed_sort_key))
+    return sort_rows(table, extra=["_seed"]).drop(columns="_seed")
 
 
 # --------------------------------------------------------------------------- search phase
+
+
+def _algorithm(runs: pd.DataFrame) -> pd.Series:
+    """The algorithm of each run (tag ``strategy``); the arm name for frames without it."""
+    if "algorithm" in runs.columns:
+        return runs["algorithm"].fillna(runs["strategy"]).astype(str)
+    return runs["strategy"].astype(str)
 
 
 def search_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -564,85 +553,53 @@ def search_summary(runs: pd.DataFrame) -> pd.DataFrame:
     score. Columns: task, ratio, strategy, trials, finished, best_val_accuracy (%), best_trial,
     alpha, temperature (only for batchmixup, the one strategy that uses it).
     """
-    columns = [
-        "task",
-        "ratio",
-        "strategy",
-        "trials",
-        "finished",
-        "best_val_accuracy",
-        "best_trial",
-        "alpha",
-        "temperature",
-    ]
+    columns = ["task", "ratio", "strategy", "trials", "finished", "best_val_accuracy",
+               "best_trial", "alpha", "temperature"]
     trials = search_phase(runs)
-    trials = trials.assign(
-        alpha=_param(trials, "alpha"),
-        temperature=_param(trials, "temperature"),
-    )
+    trials = trials.assign(alpha=param(trials, "alpha"), temperature=param(trials, "temperature"))
     rows = []
     for task in ordered_tasks(trials["task"]):
         for ratio in ordered_ratios(trials.loc[trials["task"] == task, "ratio"]):
             here = trials[(trials["task"] == task) & np.isclose(trials["ratio"], ratio)]
             for strategy in ordered_strategies(here["strategy"]):
                 group = here[here["strategy"] == strategy]
-                scored = group[group["final.val_accuracy"].notna()]
-                row = {
-                    "task": task,
-                    "ratio": ratio,
-                    "strategy": strategy,
-                    "trials": len(group),
-                    "finished": int((group["status"] == "FINISHED").sum()),
-                    "best_val_accuracy": math.nan,
-                    "best_trial": "",
-                    "alpha": "",
-                    "temperature": "",
-                }
-                chosen = scored[scored["chosen"] == "true"] if "chosen" in scored else scored[:0]
-                if not scored.empty:
-                    if chosen.empty:
-                        best = scored.loc[scored["final.val_accuracy"].idxmax()]
-                    else:
-                        best = chosen.iloc[0]
-                    row.update(
-                        best_val_accuracy=float(best["final.val_accuracy"]) * 100.0,
-                        best_trial=best["ray_trial_id"] or best["run_name"],
-                        alpha=best["alpha"],
-                        temperature=best["temperature"]
-                        if _algorithm(group).iloc[0] == "batchmixup" else "",
-                    )
-                rows.append(row)
+                rows.append(_search_row(task, ratio, strategy, group))
     return pd.DataFrame(rows, columns=columns)
+
+
+def _search_row(task: str, ratio: float, strategy: str, group: pd.DataFrame) -> dict[str, Any]:
+    """One row of :func:`search_summary`."""
+    scored = group[group["final.val_accuracy"].notna()]
+    row: dict[str, Any] = {
+        "task": task, "ratio": ratio, "strategy": strategy, "trials": len(group),
+        "finished": int((group["status"] == "FINISHED").sum()),
+        "best_val_accuracy": math.nan, "best_trial": "", "alpha": "", "temperature": "",
+    }
+    chosen = scored[scored["chosen"] == "true"] if "chosen" in scored else scored[:0]
+    if scored.empty:
+        return row
+    best = scored.loc[scored["final.val_accuracy"].idxmax()] if chosen.empty else chosen.iloc[0]
+    row.update(
+        best_val_accuracy=float(best["final.val_accuracy"]) * 100.0,
+        best_trial=best["ray_trial_id"] or best["run_name"],
+        alpha=best["alpha"],
+        temperature=best["temperature"] if _algorithm(group).iloc[0] == "batchmixup" else "",
+    )
+    return row
 
 
 def search_markdown(table: pd.DataFrame) -> str:
     """The search summary as markdown."""
-    headers = [
-        "Task",
-        "Training data",
-        "Strategy",
-        "trials",
-        "finished",
-        "best val acc (%)",
-        "best trial",
-        "alpha",
-        "temperature",
-    ]
+    headers = ["Task", "Training data", "Strategy", "trials", "finished", "best val acc (%)",
+               "best trial", "alpha", "temperature"]
     rows = []
     for _, r in table.iterrows():
-        rows.append(
-            [
-                r["task"],
-                format_ratio(r["ratio"]),
-                r["strategy"],
-                str(r["trials"]),
-                str(r["finished"]),
-                DASH if math.isnan(r["best_val_accuracy"]) else f"{r['best_val_accuracy']:.2f}",
-                r["best_trial"] or DASH,
-                r["alpha"] or DASH,
-                r["temperature"] or DASH,
-            ]
-        )
+        rows.append([
+            r["task"], format_ratio(r["ratio"]), r["strategy"], str(r["trials"]),
+            str(r["finished"]),
+            DASH if math.isnan(r["best_val_accuracy"]) else f"{r['best_val_accuracy']:.2f}",
+            r["best_trial"] or DASH, r["alpha"] or DASH, r["temperature"] or DASH,
+        ])
     return markdown_table(headers, rows)
 
 
@@ -650,20 +607,32 @@ def search_markdown(table: pd.DataFrame) -> str:
 
 
 def accuracy_curves(
-    runs: pd.DataFrame, history: pd.DataFrame, task: str, ratio: float
+    runs: pd.DataFrame, history: pd.DataFrame, task: str | None = None,
+    ratio: float | None = None,
 ) -> pd.DataFrame:
-    """Per-epoch test accuracy (%) of one (task, ratio), mean and std over seeds per strategy.
+    """Per-epoch accuracy (%) of the finished cells, mean and std over seeds per arm.
 
-    Uses the finished cells of that (task, ratio). Columns: strategy, epoch, mean, std, n.
+    Test ``accuracy`` where it was logged, else ``val_accuracy`` (validation-only sweeps).
+    ``task``/``ratio`` restrict to one (task, ratio). Columns: task, ratio, strategy, key,
+    epoch, mean, std, n.
     """
+    columns = ["task", "ratio", "strategy", "key", "epoch", "mean", "std", "n"]
     cells = finished_cells(runs)
-    cells = cells[(cells["task"] == task) & np.isclose(cells["ratio"], ratio)]
-    acc = history[(history["key"] == "accuracy") & history["run_id"].isin(cells["run_id"])]
-    acc = acc.sort_values("timestamp").drop_duplicates(["run_id", "step"], keep="last")
-    acc = acc.merge(cells[["run_id", "strategy"]], on="run_id")
+    if task is not None:
+        cells = cells[cells["task"] == task]
+    if ratio is not None:
+        cells = cells[np.isclose(cells["ratio"], ratio)]
+    mine = history[history["run_id"].isin(cells["run_id"])]
+    test = mine[mine["key"] == "accuracy"]
+    val = mine[(mine["key"] == "val_accuracy") & ~mine["run_id"].isin(test["run_id"])]
+    acc = pd.concat([test, val]).sort_values("timestamp")
+    acc = acc.drop_duplicates(["run_id", "key", "step"], keep="last")
+    acc = acc.merge(cells[["run_id", "task", "ratio", "strategy"]], on="run_id")
+    if acc.empty:
+        return pd.DataFrame(columns=columns)
     acc = acc.assign(value=acc["value"] * 100.0)
-    grouped = acc.groupby(["strategy", "step"])["value"]
+    grouped = acc.groupby(["task", "ratio", "strategy", "key", "step"])["value"]
     curves = pd.DataFrame(
         {"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.size()}
     ).reset_index()
-    return curves.rename(columns={"step": "epoch"})
+    return curves.rename(columns={"step": "epoch"})[columns]

@@ -58,3 +58,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.environ["BATCHMIXUP_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the session (``tests/postgres.py``):
+    ``postgres.new_database()`` gives a fresh ``postgresql://`` URI, ``postgres.restart()``
+    stops and starts the server. Skips (fails under CI) where PostgreSQL cannot be run."""
+    from tests.postgres import postgres_server
+
+    yield from postgres_server()

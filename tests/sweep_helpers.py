@@ -30,11 +30,13 @@ def sweep_env(cache_dir: Path) -> dict[str, str]:
 
 
 def run_sweep(args: list[str], cwd: Path, cache_dir: Path, timeout: float = 600,
-              module: str = "orchestrator.sweep") -> subprocess.CompletedProcess:
-    """Run ``python -m orchestrator.sweep ARGS`` in ``cwd``; output is kept for assertions."""
+              module: str = "orchestrator.sweep",
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m orchestrator.sweep ARGS`` in ``cwd``; output is kept for assertions.
+    ``env``: variables added to the sweep's environment."""
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                          env=sweep_env(cache_dir), capture_output=True, text=True,
-                          timeout=timeout)
+                          env={**sweep_env(cache_dir), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
     (cwd / f"{module}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     return proc
 
@@ -46,24 +48,30 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path, port: int | None = None):
-    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``folder``."""
+def mlflow_server(folder: Path, port: int | None = None, backend: str | None = None,
+                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``folder`` (or
+    ``backend``, e.g. a ``postgresql://`` URI); ``extra``: more server flags."""
     port = port or free_port()
-    proc = start_mlflow_server(folder, port)
+    proc = start_mlflow_server(folder, port, backend, extra, env)
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
         stop(proc)
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None,
+                        extra: tuple[str, ...] = (),
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / f"server-{port}.log", "a")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "--backend-store-uri", backend or f"sqlite:///{folder / 'mlflow.db'}",
+         "--default-artifact-root", (folder / "artifacts").as_uri(), "--workers", "1",
+         *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
+        env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 90
     import urllib.request
 
@@ -165,3 +173,14 @@ class LiveSweep:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         self.reader.join(timeout=10)
+
+
+def peak_overlap(runs: list) -> int:
+    """Most runs open at one instant, from the start and end times the store recorded (an end
+    at the same millisecond as a start counts first)."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    open_runs = peak = 0
+    for _, delta in events:
+        open_runs += delta
+        peak = max(peak, open_runs)
+    return peak

@@ -13,6 +13,7 @@ from trainers.errors import CellError, TrainingDiverged
 from trainers.fused_head import HeadAdamW, clip_grad_norm_, supports
 from trainers.loop import CellTrainer, train_cell
 from trainers.prepare import prepare_cell
+from trainers.updaters import AutogradUpdater
 
 CPU = torch.device("cpu")
 
@@ -53,13 +54,13 @@ def test_update_matches_autograd_loss_and_gradients(banking, case):
 
     torch.manual_seed(11)
     trainer.optimizer.zero_grad(set_to_none=True)
-    reference = trainer.loss(features, targets)
+    reference = AutogradUpdater(trainer.context).loss(features, targets)
     reference.backward()
     expected = [p.grad.clone() for p in params]
 
     torch.manual_seed(11)  # the same dropout mask, coefficients and partners
     trainer.optimizer.zero_grad(set_to_none=True)
-    loss = trainer.fused_loss(features, targets)
+    loss = trainer.updater.loss(features, targets)
     assert loss.requires_grad is False
     torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)
     assert all(p.grad is not None for p in params)
@@ -68,7 +69,7 @@ def test_update_matches_autograd_loss_and_gradients(banking, case):
     # A different draw gives a different loss: the draws are really used.
     torch.manual_seed(12)
     if case["strategy"] != "none" or case.get("dropout", 0.1) > 0:
-        assert not torch.allclose(trainer.fused_loss(features, targets), loss)
+        assert not torch.allclose(trainer.updater.loss(features, targets), loss)
 
 
 @pytest.mark.parametrize("strategy", ["mixup", "nonlinear_mixup"])
@@ -77,7 +78,7 @@ def test_fused_epochs_follow_the_autograd_trajectory(banking, strategy):
                     epochs=2)
     fused = trainer_for(banking, **settings)
     plain = trainer_for(banking, fused=False, **settings)
-    assert fused.fused and not plain.fused  # frozen features on CPU: fused by default
+    assert (fused.updater.path, plain.updater.path) == ("fused", "autograd")  # fused by default
     for epoch in (1, 2):
         a, b = fused.train_epoch(epoch), plain.train_epoch(epoch)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
@@ -85,7 +86,7 @@ def test_fused_epochs_follow_the_autograd_trajectory(banking, strategy):
                             strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5, msg=name)
     assert fused.evaluate()["accuracy"] == pytest.approx(plain.evaluate()["accuracy"],
-                                                         abs=2 / len(plain.eval_targets))
+                                                         abs=2 / len(plain.splits["test"][1]))
 
 
 def test_head_adamw_and_clip_equal_torch_bit_for_bit():
@@ -134,8 +135,9 @@ def test_scope_other_cells_use_autograd(banking):
     assert not supports("batchmixup", "soft_ce", frozen=True)
     assert not supports("mixup", "dot", frozen=True)
     assert not supports("mixup", "soft_ce", frozen=False)
-    assert not trainer_for(banking, strategy="batchmixup").fused
-    assert not trainer_for(banking, strategy="nonlinear_mixup", loss="cosine").fused
+    assert trainer_for(banking, strategy="batchmixup").updater.path == "autograd"
+    assert trainer_for(banking, strategy="nonlinear_mixup", loss="cosine").updater.path \
+        == "autograd"
     with pytest.raises(CellError, match="fused head update covers"):
         trainer_for(banking, strategy="batchmixup", fused=True)
 
@@ -144,7 +146,8 @@ def test_non_finite_loss_in_the_fused_path_names_epoch_and_step(banking):
     config, _ = banking
     diverging = dataclasses.replace(config, strategy="mixup", head_lr=1e30, grad_clip=0.0,
                                     epochs=3)
-    assert trainer_for(banking, strategy="mixup", head_lr=1e30, grad_clip=0.0).fused
+    assert trainer_for(banking, strategy="mixup", head_lr=1e30, grad_clip=0.0).updater.path \
+        == "fused"
     with pytest.raises(TrainingDiverged, match=r"epoch \d+, step \d+"):
         train_cell(diverging, log=lambda _: None)
 
@@ -152,8 +155,8 @@ def test_non_finite_loss_in_the_fused_path_names_epoch_and_step(banking):
 def test_fused_update_without_the_direct_kernel_steps_the_optimizer_identically(banking):
     settings = dict(strategy="mixup", mix_samples=2, mixup_variant="faithful", mlp_hidden=32)
     direct, through_step = trainer_for(banking, **settings), trainer_for(banking, **settings)
-    assert direct.head_adamw is not None
-    through_step.head_adamw = None  # what a torch without CPU fused AdamW kernels does
+    assert direct.updater.head_adamw is not None
+    through_step.updater.head_adamw = None  # what a torch without CPU fused AdamW kernels does
     direct.train_epoch(1)
     through_step.train_epoch(1)
     for p, q in zip(direct.model.parameters(), through_step.model.parameters(), strict=True):
@@ -189,16 +192,16 @@ def test_mixup_scores_logits_and_nonlinear_mixup_rows(banking, monkeypatch):
     for strategy in ("mixup", "nonlinear_mixup", "none"):
         trainer = trainer_for(banking, strategy=strategy, mlp_hidden=16)
         features, targets = next(trainer.batches(1))
-        trainer.fused_loss(features, targets)
+        trainer.updater.loss(features, targets)
     assert calls == ["_scalar_mix_backward", "_row_mix_backward", "_scalar_mix_backward"]
 
 
 def test_onehot_is_reused_for_one_batch_and_remade_when_it_changes(banking):
     trainer = trainer_for(banking, strategy="mixup")
     _, targets = next(trainer.batches(1))
-    first = trainer.onehot(targets)
-    assert trainer.onehot(targets) is first  # the n updates of one batch share it
+    first = trainer.updater.onehot(targets)
+    assert trainer.updater.onehot(targets) is first  # the n updates of one batch share it
     targets.copy_(targets.flip(0))  # the same tensor changed in place: not stale
-    torch.testing.assert_close(trainer.onehot(targets).argmax(1), targets)
+    torch.testing.assert_close(trainer.updater.onehot(targets).argmax(1), targets)
     fresh = targets.clone()
-    assert trainer.onehot(fresh) is not trainer.onehot(targets)
+    assert trainer.updater.onehot(fresh) is not trainer.updater.onehot(targets)

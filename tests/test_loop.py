@@ -205,10 +205,11 @@ def test_length_sorted_evaluation_gives_each_example_its_own_prediction(data_dir
     prepared = dataclasses.replace(full, eval_inputs=full.eval_inputs[:300],
                                    eval_targets=full.eval_targets[:300])
     trainer = CellTrainer(config, prepared, cpu)
-    lengths = [len(prepared.eval_inputs[i]["input_ids"]) for i in trainer.eval_order.tolist()]
-    assert sorted(trainer.eval_order.tolist()) == list(range(300))
+    order = trainer.splits["test"][2]
+    lengths = [len(prepared.eval_inputs[i]["input_ids"]) for i in order.tolist()]
+    assert sorted(order.tolist()) == list(range(300))
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
-    pred = trainer.predict()
+    pred, _ = trainer.predict("test")
     with torch.no_grad():  # reference: one example at a time, in file order, no padding
         alone = torch.stack([
             trainer.model.scores(trainer.model.represent(

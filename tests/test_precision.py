@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from trainers.config import CellConfig
+from trainers.device import hardware_name
 from trainers.errors import ConfigError
-from trainers.loop import hardware_name
 from trainers.precision import autocast, native_bf16, resolve_precision
 from trainers.prepare import load_cell_data, prepare_cell
 

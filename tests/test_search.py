@@ -18,8 +18,9 @@ from trainers.config import CellConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tasks", "banking77", "--ratios", "0.05", "--set", "model=minilm",
-        "--set", "mode=frozen", "--set", "max_length=64", "--set", "epochs=2",
-        "--set", "mlp_hidden=0", "--num-samples", "3"]
+        "--set", "mode=frozen", "--set", "max_length=64", "--set", "epochs=3",
+        "--set", "min_updates=0", "--set", "patience=1", "--set", "mlp_hidden=0",
+        "--num-samples", "3"]
 
 
 def run_cli(args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
@@ -66,14 +67,20 @@ def test_validation_split_size_rule():
     plan = search.parse_plan(load_sweep(search.sweep_cli.resolve_source("alpha_search", None)),
                              search.build_parser().parse_args([]))
     assert plan.min_val_examples == 30 and plan.max_val_fraction == 0.4
-    assert search.search_val_fraction(plan, 0.2, 1000) == 0.2      # 200 >= 30
-    assert round(search.search_val_fraction(plan, 0.2, 100) * 100) == 30
-    assert search.search_val_fraction(plan, 0.2, 25) == 0.4        # capped: 10 of 25
+    from trainers.data import validation_split
+
+    split = search.val_settings(plan)
+    sizes = {n: len(validation_split(list(range(n)), 0.2, 0, split["val_min_examples"],
+                                     split["val_max_fraction"])[1]) for n in (1000, 100, 25)}
+    assert sizes == {1000: 200, 100: 30, 25: 10}  # 20 %, at least 30, at most 40 %
     names = {p.name: p for p in plan.params}
     assert names["alpha"].describe() == "loguniform(0.05, 4)"
     assert names["temperature"].strategies == ("batchmixup",)
-    assert [p.name for p in plan.space_for("mixup")] == ["alpha"]
-    assert plan.space_for("none") == ()
+    # every arm tunes its learning rate, none included; mixing knobs only where they apply
+    assert [p.name for p in plan.space_for("mixup")] == ["alpha", "head_lr"]
+    assert [p.name for p in plan.space_for("batchmixup")] == ["alpha", "temperature",
+                                                              "head_lr"]
+    assert [p.name for p in plan.space_for("none")] == ["head_lr"]
 
 
 def test_leakage_guard_and_bad_input_exit_2(tmp_path, data_dir, capsys):
@@ -175,12 +182,12 @@ def test_tiny_search_chooses_and_final_phase_uses_it(tmp_path, data_dir, cache_d
 
     chosen = json.loads((tmp_path / "results" / "alpha_search" / "chosen.json").read_text())
     entry = chosen["groups"]["banking77/0.05/batchmixup"]
-    assert set(entry["values"]) == {"alpha", "temperature"}
+    assert set(entry["values"]) == {"alpha", "temperature", "head_lr"}
     assert 0.05 <= entry["values"]["alpha"] <= 4 and 0.05 <= entry["values"]["temperature"] <= 10
     assert entry["trials"] == 3 and entry["val_examples"] == 100
     # the first trial is the default, the chosen one has the best validation score
     scores = {t["trial"]: t for t in entry["trial_scores"]}
-    assert scores[1]["values"] == {"alpha": 1.0, "temperature": 1.0}
+    assert scores[1]["values"] == {"alpha": 1.0, "temperature": 1.0, "head_lr": 0.001}
     full = [t["val_accuracy"] for t in scores.values() if not t["early_stopped"]]
     assert entry["val_accuracy"] == max(full)
 
@@ -206,7 +213,9 @@ def test_tiny_search_chooses_and_final_phase_uses_it(tmp_path, data_dir, cache_d
         assert run.data.params["alpha"] == str(entry["values"]["alpha"])
         assert run.data.params["temperature"] == str(entry["values"]["temperature"])
         assert run.data.params["eval_split"] == "test"
-        assert "accuracy" in run.data.metrics and "val_accuracy" not in run.data.metrics
+        assert run.data.params["head_lr"] == str(entry["values"]["head_lr"])
+        assert "test_accuracy" in run.data.metrics and "val_accuracy" in run.data.metrics
+        assert run.data.params["val_min_examples"] == "30"  # the search's split rule
     assert sorted(r.info.run_name for r in finals) == ["banking77/0.05/batchmixup/0",
                                                        "banking77/0.05/batchmixup/1"]
 

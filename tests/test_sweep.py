@@ -12,10 +12,15 @@ from mlflow import MlflowClient
 from orchestrator.sweep import main
 from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
 
-PARAMS = {"model", "mode", "alpha", "mix_samples", "loss", "temperature", "lr", "head_lr",
-          "epochs", "batch_size", "max_length", "clean_loss", "mixup_variant"}
+PARAMS = {"task", "ratio", "strategy", "seed", "arm", "model", "mode", "pooling", "head_lr",
+          "epochs", "batch_size", "max_length", "selection", "min_updates", "precision",
+          "update_path", "data_source", "num_labels", "n_train", "n_test"}
+ARM_PARAMS = {"none": set(), "mixup": {"alpha", "loss", "clean_loss", "mix_samples",
+                                       "mixup_variant"},
+              "batchmixup": {"alpha", "loss", "clean_loss", "temperature", "batchmix_points"}}
+ARM_PARAMS["nonlinear_mixup"] = ARM_PARAMS["mixup"]
 TAGS = {"task", "ratio", "strategy", "seed", "sweep", "git_commit", "ray_trial_id", "hardware",
-        "cell", "phase", "kind"}
+        "cell", "phase", "kind", "fingerprint", "mlflow.source.name", "mlflow.user", "command"}
 
 
 def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
@@ -32,16 +37,21 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
     assert sorted(names) == sorted(expected)  # exactly one run per cell
     for run in runs:
         assert run.info.status == "FINISHED"
-        assert PARAMS <= set(run.data.params), run.data.params
-        assert TAGS <= set(run.data.tags), run.data.tags
         task, ratio, strategy, seed = run.info.run_name.split("/")
+        # only the settings this arm reads, resolved (frozen MiniLM: mean pooling, no lr)
+        assert set(run.data.params) == PARAMS | ARM_PARAMS[strategy], run.data.params
+        assert run.data.params["pooling"] == "mean" and run.data.params["precision"] != "auto"
+        assert run.data.params["update_path"] == ("autograd" if strategy == "batchmixup"
+                                                  else "fused")
+        assert TAGS <= set(run.data.tags), run.data.tags
         assert run.data.tags["task"] == task and run.data.tags["strategy"] == strategy
         assert float(run.data.tags["ratio"]) == float(ratio) and run.data.tags["seed"] == seed
-        for key in ("accuracy", "macro_f1", "train_loss", "epoch_seconds",
+        for key in ("accuracy", "macro_f1", "train_loss", "updates", "epoch_seconds",
                     "examples_per_second"):
             assert steps(uri, run.info.run_id, key) == [1, 2, 3], (run.info.run_name, key)
+        assert steps(uri, run.info.run_id, "test_accuracy") == [3]  # the result, once
     # terminal table, MLflow location and the report
-    assert "accuracy % (mean±std, n)" in proc.stdout
+    assert "test acc % (mean±std, n)" in proc.stdout
     assert "32/32 cells FINISHED" in proc.stdout
     report = tmp_path / "results" / "smoke" / "report.md"
     assert report.is_file() and "Table 1" in report.read_text()
@@ -58,49 +68,81 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
 
 def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
     """The report of a real sweep restates exactly what MLflow logged."""
+    import json
+    import math
     import statistics
 
+    import matplotlib.image
     import pandas as pd
 
     from results.paper import paper_cell
 
+    client = MlflowClient(tracking_uri=uri)
     table = pd.read_csv(folder / "table1.csv")
     by_arm: dict[tuple, list[float]] = {}
     seconds: dict[tuple, list[float]] = {}
+    paths: dict[tuple, str] = {}
+    correct: dict[tuple, float] = {}
     for run in runs:
         t = run.data.tags
         key = (t["task"], float(t["ratio"]), t["strategy"])
-        by_arm.setdefault(key, []).append(run.data.metrics["accuracy"] * 100)
-        seconds.setdefault(key, []).extend(
-            m.value for m in MlflowClient(tracking_uri=uri).get_metric_history(
-                run.info.run_id, "epoch_seconds"))
+        # Table 1 is the selected epoch's test accuracy (the smoke preset selects the last)
+        assert run.data.metrics["test_accuracy"] == run.data.metrics["accuracy"]
+        by_arm.setdefault(key, []).append(run.data.metrics["test_accuracy"] * 100)
+        history = client.get_metric_history(run.info.run_id, "epoch_seconds")
+        seconds.setdefault(key, []).append(statistics.mean(m.value for m in history))
+        paths[key] = run.data.params["update_path"]
+        correct[(*key, t["seed"])] = run.data.metrics["test_correct"]
     for _, row in table.iterrows():
         values = by_arm[(row["task"], float(row["ratio"]), row["strategy"])]
         assert row["n"] == len(values)
         assert row["mean"] == pytest.approx(statistics.mean(values), abs=1e-9)
         assert row["std"] == pytest.approx(statistics.stdev(values), abs=1e-9)
-        paper = paper_cell(float(row["ratio"]), row["strategy"], row["task"])
-        if paper is not None:
-            assert row["paper_mean"] == pytest.approx(paper[0])
+        assert not row["paper_setting"] and math.isnan(row["paper_mean"])  # MiniLM, frozen
     assert len(table) == len(by_arm)
-    # The paper column is the paper's Table 1 (values typed from the paper).
-    paper_values = {("banking77", 0.25, "none"): 80.95, ("banking77", 0.25, "batchmixup"): 87.71,
-                    ("rte", 0.25, "mixup"): 71.70, ("banking77", 0.01, "batchmixup"): 55.21,
-                    ("rte", 0.01, "nonlinear_mixup"): 51.41}
-    indexed = table.set_index(["task", "ratio", "strategy"])
-    for key, value in paper_values.items():
-        assert indexed.loc[key, "paper_mean"] == pytest.approx(value)
+    # The paper's Table 1 is shown as reference (values typed from the paper), without Δ.
+    reference = pd.read_csv(folder / "paper_reference.csv")
+    indexed = reference.set_index(["ratio", "system"])
+    paper_values = {("banking77", 0.25, "none"): "80.95 ± 2.22",
+                    ("banking77", 0.25, "batchmixup"): "87.71 ± 1.38",
+                    ("rte", 0.25, "mixup"): "71.70 ± 5.66",
+                    ("banking77", 0.01, "batchmixup"): "55.21 ± 1.77",
+                    ("rte", 0.01, "nonlinear_mixup"): "51.41 ± 0.43"}
+    for (task, ratio, system), text in paper_values.items():
+        assert indexed.loc[(ratio, system), task] == text
+        assert paper_cell(ratio, system, task) is not None
+    text = (folder / "report.md").read_text()
+    assert "## Setup" in text and "not this setting" in text
+    # Epoch times: ratios only against `none` on the same update path.
     efficiency = pd.read_csv(folder / "efficiency.csv")
     for _, row in efficiency.iterrows():
         key = (row["task"], float(row["ratio"]), row["strategy"])
-        none = statistics.mean(seconds[(row["task"], float(row["ratio"]), "none")])
+        none_key = (row["task"], float(row["ratio"]), "none")
+        assert row["update_path"] == paths[key]
         assert row["mean_epoch_seconds"] == pytest.approx(statistics.mean(seconds[key]))
-        assert row["ratio_to_none"] == pytest.approx(statistics.mean(seconds[key]) / none)
+        if paths[key] == paths[none_key]:
+            expected = statistics.mean(seconds[key]) / statistics.mean(seconds[none_key])
+            assert row["ratio_to_none"] == pytest.approx(expected)
+        else:
+            assert math.isnan(row["ratio_to_none"])
+    # Paired differences from the integer counts; 2 seeds: nothing is tested.
+    paired = pd.read_csv(folder / "paired.csv", dtype={"seeds": str})
+    for _, row in paired.iterrows():
+        key = (row["task"], float(row["ratio"]))
+        diffs = [int(correct[(*key, row["arm"], s)] - correct[(*key, row["baseline"], s)])
+                 for s in row["seeds"].split()]
+        assert row["per_seed"].startswith(", ".join(f"{d:+d}" for d in diffs) + " of ")
+        assert row["verdict"] == "not tested: n < 3 paired seeds"
     for png in folder.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        import matplotlib.image
-
         assert matplotlib.image.imread(png).ndim == 3
+    # The summary run holds the tables and the report.
+    exp = client.get_experiment_by_name("smoke")
+    summary = client.search_runs([exp.experiment_id], "tags.kind = 'summary'")
+    assert len(summary) == 1
+    logged = json.loads(summary[0].data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "report/tables/table1.json", "type": "table"} in logged
+    assert summary[0].data.metrics["cells_finished"] == len(runs)
 
 
 def test_four_concurrent_trials_against_a_real_mlflow_server(tmp_path, data_dir, cache_dir):

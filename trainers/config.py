@@ -24,6 +24,7 @@ MIXUP_VARIANTS = ("faithful", "shared")
 POOLINGS = ("auto", "cls", "mean")
 PAIR_ENCODINGS = ("siamese", "joint")
 EVAL_SPLITS = ("test", "val")
+SELECTIONS = ("last", "best_val")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Default loss of the label-vector strategies (nonlinear_mixup, batchmixup) when loss="auto".
@@ -61,7 +62,8 @@ class CellConfig:
             always joint.
         mlp_hidden: width of the optional MLP block between encoder and W; 0 disables it.
         max_length: tokenizer truncation length.
-        epochs, batch_size: fixed number of epochs; mini-batch size b.
+        epochs, batch_size: the epoch budget (the exact number of epochs unless ``patience``
+            stops the cell earlier or ``min_updates`` raises it); mini-batch size b.
         lr, head_lr: AdamW learning rates of the encoder and of the head (MLP + W).
         weight_decay, warmup_ratio, grad_clip: AdamW decay, linear warmup share of all
             steps (then linear decay to 0), max gradient norm (0 disables clipping).
@@ -77,7 +79,21 @@ class CellConfig:
             paper does not say; Sun et al. (2020) add it. Default True.
         eval_split: ``test`` (Table 1) or ``val`` (hyperparameter search: a validation split
             carved from the training subset; the test set is never touched).
-        val_fraction: share of the training subset held out when ``eval_split == "val"``.
+        selection: which epoch a cell's result comes from (see :mod:`trainers.budget`):
+            ``last`` (the paper: the last epoch) or ``best_val`` (the epoch with the best
+            validation accuracy, ties to the lower validation loss; a validation split is
+            carved from the training subset and the test set never influences the choice).
+        patience: ``best_val`` only: stop once this many epochs in a row did not improve on
+            the best validation score (0: never stop early). A cell whose best epoch is at
+            least ``patience`` epochs before its last is *converged*.
+        min_updates: the cell makes at least this many optimizer updates whatever the ratio:
+            its epoch budget is raised to ``ceil(min_updates / updates per epoch) + patience``
+            and early stopping waits for them. Makes small-data arms comparable to
+            paper-faithful mixup, which updates ``mix_samples`` times per batch.
+        val_fraction, val_min_examples, val_max_fraction: the validation split (``eval_split
+            == "val"`` or ``selection == "best_val"``) holds ``round(val_fraction * n)`` of
+            the n training-subset examples, at least ``val_min_examples``, at most
+            ``val_max_fraction * n`` (and always leaves one example to train on).
         none_relations: FewRel relations relabelled "None" (paper: 5 of 80; default 1 of the
             16 local ones).
         data_dir, train_file, test_file: data sources (see :mod:`trainers.data`).
@@ -88,8 +104,9 @@ class CellConfig:
             (see :mod:`trainers.precision`).
         dropout: dropout on the representation before mixing/classification.
         eval_batch_size: batch size for evaluation and feature extraction.
-        checkpoint_every: write a checkpoint every k epochs (and after the last); metrics
-            are reported every epoch regardless. Raise it for tiny, many-epoch cells (toy2d).
+        checkpoint_every: write a checkpoint every k epochs (and after the last); 0: at most
+            one every ~10 seconds (and after the last), for cells of many tiny epochs. Metrics
+            are reported every epoch regardless.
     """
 
     task: str = "rte"
@@ -117,7 +134,12 @@ class CellConfig:
     loss: str = "auto"
     clean_loss: bool = True
     eval_split: str = "test"
+    selection: str = "last"
+    patience: int = 0
+    min_updates: int = 0
     val_fraction: float = 0.2
+    val_min_examples: int = 1
+    val_max_fraction: float = 0.5
     none_relations: int = 1
     dropout: float = 0.1
     eval_batch_size: int = 128
@@ -140,6 +162,11 @@ class CellConfig:
         return "soft_ce" if self.strategy == "mixup" else DEFAULT_LABEL_VECTOR_LOSS
 
     @property
+    def has_val_split(self) -> bool:
+        """Whether a validation split is carved from the training subset."""
+        return self.eval_split == "val" or self.selection == "best_val"
+
+    @property
     def cell_name(self) -> str:
         """``task/ratio/strategy/seed``: the cell's name in MLflow and in tables."""
         return f"{self.task}/{self.ratio:g}/{self.strategy}/{self.seed}"
@@ -158,6 +185,7 @@ class CellConfig:
         _choice("mixup_variant", self.mixup_variant, MIXUP_VARIANTS)
         _choice("loss", self.loss, (*LOSSES, "auto"))
         _choice("eval_split", self.eval_split, EVAL_SPLITS)
+        _choice("selection", self.selection, SELECTIONS)
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -169,9 +197,10 @@ class CellConfig:
         if not _finite(self.temperature) or self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
         for name in ("epochs", "batch_size", "mix_samples", "max_length", "eval_batch_size",
-                     "checkpoint_every"):
+                     "val_min_examples"):
             _positive_int(name, getattr(self, name))
-        for name in ("mlp_hidden", "batchmix_points", "none_relations"):
+        for name in ("mlp_hidden", "batchmix_points", "none_relations", "patience",
+                     "min_updates", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
@@ -186,18 +215,59 @@ class CellConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not _finite(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if not _finite(self.val_max_fraction) or not 0 < self.val_max_fraction < 1:
+            raise ConfigError(f"val_max_fraction must be in (0, 1), got "
+                              f"{self.val_max_fraction!r}")
+        if self.patience and self.selection != "best_val":
+            raise ConfigError(f"patience={self.patience} needs selection=best_val (early "
+                              "stopping watches the validation split)")
+        if self.patience and not self.min_updates and self.patience >= self.epochs:
+            raise ConfigError(f"patience={self.patience} can never be met within epochs="
+                              f"{self.epochs}; use patience < epochs (or set min_updates)")
         if self.task == "custom" and not (self.train_file and self.test_file):
             raise ConfigError("task 'custom' needs --train-file and --test-file")
         return self
 
     # ----------------------------------------------------------------- serialisation
-    def params(self) -> dict[str, Any]:
-        """Every hyperparameter, for logging (paths and the cell identity excluded)."""
-        skip = {"task", "ratio", "strategy", "seed", "data_dir", "train_file", "test_file",
-                "cache_dir", "checkpoint_every", "device", "eval_batch_size"}
+    def applicable(self) -> dict[str, Any]:
+        """The settings that change what this cell trains, ``loss`` resolved.
+
+        Leaves out the cell's seed, paths and cosmetics (data and cache locations, device,
+        evaluation batch size, checkpoint cadence) and every setting its strategy, mode, task
+        and selection do not read (e.g. ``mix_samples`` for batchmixup, ``lr`` in frozen
+        mode). What is left is what gets logged as params and what
+        :func:`trainers.prepare.cell_fingerprint` hashes.
+        """
+        skip = {"seed", "data_dir", "train_file", "test_file", "cache_dir", "device",
+                "eval_batch_size", "checkpoint_every"}
+        if self.strategy == "none":
+            skip |= {"alpha", "mix_samples", "mixup_variant", "batchmix_points", "temperature",
+                     "loss", "clean_loss"}
+        elif self.strategy == "batchmixup":
+            skip |= {"mix_samples", "mixup_variant"}
+        else:
+            skip |= {"batchmix_points", "temperature"}
+        if self.task == "toy2d":
+            skip |= {"model", "mode", "pooling", "pair_encoding", "max_length", "lr",
+                     "precision", "none_relations"}
+        elif self.mode == "frozen":
+            skip.add("lr")
+        if self.mode == "finetune" or self.task not in ("rte", "custom"):
+            skip.add("pair_encoding")
+        if self.task != "fewrel":
+            skip.add("none_relations")
+        if not self.has_val_split:
+            skip |= {"val_fraction", "val_min_examples", "val_max_fraction"}
+        if self.selection != "best_val":
+            skip.add("patience")
         out = {k: v for k, v in asdict(self).items() if k not in skip}
-        out["loss"] = self.resolved_loss
+        if "loss" in out:
+            out["loss"] = self.resolved_loss
         return out
+
+    def params(self) -> dict[str, Any]:
+        """What gets logged as params: :meth:`applicable` and the seed."""
+        return {**self.applicable(), "seed": self.seed}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

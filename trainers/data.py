@@ -195,12 +195,13 @@ def subsample_indices(n: int, ratio: float, seed: int, task: str) -> list[int]:
 
 
 def validation_split(
-    indices: list[int], fraction: float, seed: int, min_val: int = 1
+    indices: list[int], fraction: float, seed: int, min_val: int = 1, max_fraction: float = 1.0
 ) -> tuple[list[int], list[int]]:
     """Seeded split of ``indices`` into ``(train_part, val_part)``, both sorted.
 
-    ``len(val_part) = max(min_val, round(fraction * len(indices)))``, capped so that at least
-    one training example remains.
+    ``len(val_part) = min(floor(max_fraction * n), max(min_val, round(fraction * n)))`` for
+    ``n = len(indices)``, capped so that at least one training example remains; a split that
+    would leave no validation example is an error.
     """
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"validation fraction must be in [0, 1), got {fraction}")
@@ -211,7 +212,10 @@ def validation_split(
         raise ConfigError(
             f"training subset of {n} example(s) is too small to carve a validation split"
         )
-    n_val = min(n - 1, max(min_val, round(fraction * n)))
+    n_val = min(n - 1, int(max_fraction * n + 1e-9), max(min_val, round(fraction * n)))
+    if n_val < 1:
+        raise ConfigError(f"validation split of a {n}-example training subset would be empty "
+                          f"(val_fraction={fraction:g}, val_max_fraction={max_fraction:g})")
     order = np.random.default_rng(seed).permutation(n)
     val = sorted(indices[i] for i in order[:n_val])
     train = sorted(indices[i] for i in order[n_val:])

@@ -1,10 +1,13 @@
 """The training loop of one cell: setup, train, evaluate, checkpoint, report.
 
 Shape (after torchtune's recipes): :func:`train_cell` takes a :class:`CellConfig`, sets up
-data, model, optimizer and schedule, optionally resumes from a checkpoint, then runs a fixed
-number of epochs. After each epoch it evaluates, writes a checkpoint and hands the metrics and
-the checkpoint directory to a :class:`Reporter` -- the seam through which the orchestrator plugs
-in Ray Tune and MLflow (this package imports neither).
+data, model, optimizer and schedule, optionally resumes from a checkpoint, then trains epoch
+after epoch within the budget of :mod:`trainers.budget` (a number of epochs, raised to a
+minimum number of optimizer updates, and cut short by early stopping on a validation split).
+After each epoch it evaluates, writes a checkpoint (every ``checkpoint_every`` epochs, or every
+~10 s when it is 0) and hands the metrics and the checkpoint directory to a :class:`Reporter`
+-- the seam through which the orchestrator plugs in Ray Tune and MLflow (this package imports
+neither).
 
 Checkpoint/resume story: ``<checkpoint_dir>/state.pt`` holds the model (head, plus encoder in
 fine-tune mode), optimizer, scheduler, the epoch just finished, the metric history and the
@@ -13,9 +16,14 @@ re-seeded from ``(seed, epoch)`` at the start of that epoch, so a cell resumed a
 replays epoch k+1 exactly as an uninterrupted run would: on CPU the final metrics are identical.
 
 Metrics after each epoch (training time excludes evaluation): ``accuracy`` and ``macro_f1`` on
-the evaluation split (``val_accuracy``/``val_macro_f1`` when it is the validation split),
-``train_loss`` (mean over updates), ``epoch_seconds``, ``examples_per_second`` (training
-examples of the cell / epoch_seconds).
+the test split (unless ``eval_split == "val"``), ``val_accuracy``/``val_macro_f1``/``val_loss``
+on the validation split (when there is one), ``train_loss`` (mean over updates), ``updates``
+(optimizer updates so far), ``epoch_seconds``, ``examples_per_second`` (training examples of
+the cell / epoch_seconds). The last epoch also carries ``final = 1`` and the cell's result
+(:func:`trainers.budget.result`: the selected epoch, its test accuracy, update counts,
+convergence) with ``test_correct``/``test_examples``, the integer counts behind
+``test_accuracy``; the selected epoch's test predictions go to
+``<checkpoint_dir>/artifacts/test_predictions.json`` (for per-example paired tests).
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,30 +42,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainers import budget
+from trainers.budget import updates_per_batch
 from trainers.cache import length_order, pad_batch
 from trainers.config import CellConfig
+from trainers.device import hardware_name, pick_device
 from trainers.errors import CellError, TrainingDiverged
-from trainers.fused_head import (
-    HeadAdamW,
-    clip_grad_norm_,
-    draw_dropout,
-    draw_pairs,
-    head_layout_known,
-    head_update,
-    supports,
-)
 from trainers.model import CellModel
 from trainers.precision import autocast, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
-from trainers.strategies import make_mixed_batch, mixed_loss
+from trainers.updaters import UpdateContext, make_updater
 
 CHECKPOINT_FILE = "state.pt"
 ARTIFACTS_DIR = "artifacts"  # files under <checkpoint_dir>/artifacts/ are logged by trackers
+PREDICTIONS_FILE = "test_predictions.json"
 NAN_CHECK_EVERY = 32  # steps between host checks of the non-finite-loss flag
+CHECKPOINT_SECONDS = 10.0  # checkpoint_every=0: at most one checkpoint per this many seconds
 
 
 class Reporter(Protocol):
-    """Receives each epoch's metrics and the directory holding that epoch's checkpoint."""
+    """Receives each epoch's metrics and the directory holding that epoch's checkpoint.
+
+    A reporter may also have ``describe(info: dict[str, str])``: it is called once, before
+    the first epoch, with what the set-up found (:meth:`CellTrainer.describe`)."""
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         """``checkpoint_dir`` is None for epochs without a checkpoint (``checkpoint_every``)."""
@@ -80,24 +86,6 @@ class CellResult:
     def summary(self) -> dict[str, Any]:
         return {"cell": self.config.cell_name, **self.final, "hardware": self.hardware,
                 "epochs_run": len(self.history), "cache_hits": self.cache_hits}
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CellError("device 'cuda' requested but CUDA is not available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def hardware_name(device: torch.device, precision: str | None = None) -> str:
-    """GPU name, or ``cpu: <N> threads (<machine>)``; then ``, bf16`` or ``, fp32`` if given."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu: {torch.get_num_threads()} threads ({platform.machine()})"
-    return f"{name}, {resolve_precision(precision, device)}" if precision else name
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -140,13 +128,6 @@ def build_optimizer(model: CellModel, config: CellConfig) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, foreach=True)
 
 
-def updates_per_batch(config: CellConfig) -> int:
-    """n optimizer updates per batch for paper-faithful (nonlinear) mixup, else 1."""
-    pairwise = config.strategy in ("mixup", "nonlinear_mixup")
-    faithful = pairwise and config.mixup_variant == "faithful"
-    return config.mix_samples if faithful else 1
-
-
 class CellTrainer:
     """Owns the model, optimizer and data of one cell; :meth:`fit` runs the epochs.
 
@@ -156,7 +137,7 @@ class CellTrainer:
         device: where to train.
         fused: compute frozen-head updates with :mod:`trainers.fused_head` (same draws, same
             gradients up to rounding, ~2-3x fewer CPU cycles) instead of autograd. ``None``:
-            wherever it applies (frozen features on CPU, strategies and losses it covers).
+            wherever it applies (:func:`trainers.updaters.make_updater`).
     """
 
     def __init__(self, config: CellConfig, prepared: PreparedCell, device: torch.device,
@@ -170,9 +151,10 @@ class CellTrainer:
         self.model = CellModel(prepared.input_dim, len(prepared.labels), encoder, pooling,
                                config.mlp_hidden, config.dropout).to(device)
         self.optimizer = build_optimizer(self.model, config)
-        n_train = len(prepared.train_targets)
+        self.n_train = n_train = len(prepared.train_targets)
         self.batches_per_epoch = math.ceil(n_train / config.batch_size)
-        total = self.batches_per_epoch * updates_per_batch(config) * config.epochs
+        self.max_epochs = budget.budget_epochs(config, n_train)
+        total = self.batches_per_epoch * updates_per_batch(config) * self.max_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(int(config.warmup_ratio * total), total))
         self.history: list[dict[str, float]] = []
@@ -181,23 +163,31 @@ class CellTrainer:
                                  enabled=device.type == "cuda" or encoder is not None)
         if isinstance(prepared.train_inputs, Tensor):  # frozen/toy: keep features on device
             self.data.train_inputs = prepared.train_inputs.to(device)
-            self.data.eval_inputs = prepared.eval_inputs.to(device)
+            if prepared.eval_inputs is not None:
+                self.data.eval_inputs = prepared.eval_inputs.to(device)
+            if prepared.val_inputs is not None:
+                self.data.val_inputs = prepared.val_inputs.to(device)
         self.train_targets = prepared.train_targets.to(device)
-        self.eval_targets = prepared.eval_targets.to(device)
-        self.eval_order = eval_order(prepared.eval_inputs)
-        # On CUDA the head runs under autocast and kernel launches are asynchronous: autograd.
-        fusable = (device.type == "cpu" and head_layout_known(self.model)
-                   and supports(config.strategy, config.resolved_loss, frozen=encoder is None))
-        if fused and not fusable:
-            raise CellError(f"{config.cell_name}: the fused head update covers frozen features "
-                            "on CPU with strategies none/mixup/nonlinear_mixup and losses "
-                            "ce/soft_ce")
-        self.fused = fusable if fused is None else fused
-        self.head_params = self.model.head_parameters()
-        self._onehot: tuple[Tensor | None, int, Tensor | None] = (None, -1, None)  # onehot()
-        # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
-        self.head_adamw = HeadAdamW(self.optimizer) if self.fused and HeadAdamW.applies(
-            self.optimizer) else None
+        # the evaluated splits: name -> (inputs, targets on the device, evaluation order)
+        self.splits: dict[str, tuple[Any, Tensor, Tensor]] = {}
+        for name, inputs, targets in (("val", self.data.val_inputs, prepared.val_targets),
+                                      ("test", self.data.eval_inputs, prepared.eval_targets)):
+            if targets is not None:
+                self.splits[name] = (inputs, targets.to(device), eval_order(inputs))
+        self.best_pred: Tensor | None = None  # test predictions of the selected epoch
+        self.last_pred: Tensor | None = None  # test predictions of the latest epoch
+        self.context = UpdateContext(config, self.model, self.optimizer, self.scheduler,
+                                     self.autocast, len(prepared.labels))
+        self.updater = make_updater(self.context, device, fused)
+
+    def describe(self) -> dict[str, str]:
+        """What the set-up found, as strings: the update path (``fused`` or ``autograd``),
+        the resolved precision, the data source, the label count and split sizes."""
+        sizes = {f"n_{name}": str(len(targets)) for name, (_, targets, _) in self.splits.items()}
+        return {"update_path": self.updater.path,
+                "precision": resolve_precision(self.config.precision, self.device),
+                "data_source": self.data.source, "num_labels": str(len(self.data.labels)),
+                "n_train": str(self.n_train), **sizes}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -207,6 +197,7 @@ class CellTrainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": len(self.history),
             "history": self.history,
+            "best_pred": self.best_pred.cpu() if self.best_pred is not None else None,
             "config": json.dumps(self.config.to_dict(), sort_keys=True),
             "torch_rng": torch.get_rng_state(),
         }
@@ -230,7 +221,8 @@ class CellTrainer:
         # on this device (``auto`` and ``bf16`` are the same run on a bf16-native machine).
         saved = {**CellConfig().to_dict(), **json.loads(state["config"])}
         mine = self.config.to_dict()
-        volatile = {"data_dir", "cache_dir", "device", "train_file", "test_file", "precision"}
+        volatile = {"data_dir", "cache_dir", "device", "train_file", "test_file", "precision",
+                    "checkpoint_every", "eval_batch_size"}
         diff = sorted(k for k in mine if k not in volatile and saved[k] != mine[k])
         if (resolve_precision(saved["precision"], self.device)
                 != resolve_precision(mine["precision"], self.device)):
@@ -242,6 +234,8 @@ class CellTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = list(state["history"])
+        best = state.get("best_pred")
+        self.best_pred = best.to(self.device) if best is not None else None
 
     # ------------------------------------------------------------------ data
     def batches(self, epoch: int) -> Iterator[tuple[Any, Tensor]]:
@@ -262,75 +256,9 @@ class CellTrainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ one update
-    def draws_per_update(self) -> int:
-        """Mixed batches averaged in one update: ``mix_samples`` in the shared variant, else 1."""
-        config = self.config
-        if updates_per_batch(config) > 1 or config.strategy in ("none", "batchmixup"):
-            return 1
-        return config.mix_samples
-
-    def loss(self, inputs: Any, targets: Tensor) -> Tensor:
-        """The loss of one update: CE (none) or mixed loss [+ clean CE] (mixing strategies)."""
-        config = self.config
-        with self.autocast:
-            v = self.model.represent(inputs)
-            if config.strategy == "none":
-                return F.cross_entropy(self.model.scores(v).float(), targets)
-            W = self.model.label_vectors
-            draws = self.draws_per_update()
-            mixed = sum(
-                mixed_loss(make_mixed_batch(config.strategy, v, targets, W, config.alpha,
-                                            config.batchmix_points or None, config.temperature),
-                           W, config.resolved_loss)
-                for _ in range(draws)
-            ) / draws
-            if config.clean_loss:
-                mixed = mixed + F.cross_entropy(self.model.scores(v).float(), targets)
-            return mixed
-
-    def fused_loss(self, features: Tensor, targets: Tensor) -> Tensor:
-        """The loss of one update by :mod:`trainers.fused_head`; writes the gradients."""
-        config, model = self.config, self.model
-        b = features.shape[0]
-        keep = draw_dropout((b, model.dim), model.dropout.p, features.device)
-        pairs = draw_pairs(config.strategy, b, model.dim, config.alpha, self.draws_per_update(),
-                           features.device)
-        return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
-
-    def onehot(self, targets: Tensor) -> Tensor:
-        """``targets`` one-hot, in the head's dtype, kept while the same unchanged batch is
-        updated again (the n updates of paper-faithful mixup run on one batch)."""
-        seen, version, rows = self._onehot
-        if seen is not targets or version != targets._version:  # _version: in-place changes
-            dtype = self.model.classifier.weight.dtype
-            rows = F.one_hot(targets, len(self.data.labels)).to(dtype)
-            self._onehot = (targets, targets._version, rows)
-        return rows
-
     def update(self, inputs: Any, targets: Tensor) -> Tensor:
-        """One optimizer update on a batch (gradients, clipping, AdamW, schedule); its loss."""
-        if self.fused:
-            loss = self.fused_loss(inputs, targets)  # sets every head parameter's .grad
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(inputs, targets)
-            loss.backward()
-            loss = loss.detach()
-        self.apply_gradients()
-        return loss
-
-    def apply_gradients(self) -> None:
-        """Clip the gradients, step AdamW and the schedule.
-
-        The fused path clips and steps its head directly (same operations and kernel as
-        ``clip_grad_norm_`` and ``optimizer.step()``, without their per-call Python)."""
-        if self.config.grad_clip > 0:
-            if self.fused:
-                clip_grad_norm_([p.grad for p in self.head_params], self.config.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        (self.head_adamw or self.optimizer).step()
-        self.scheduler.step()
+        """One optimizer update on a batch (:class:`trainers.updaters.Updater`); its loss."""
+        return self.updater.step(inputs, targets)
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -372,48 +300,95 @@ class CellTrainer:
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def predict(self) -> Tensor:
-        """Predicted class of every evaluation example, in the split's order (on the device).
+    def predict(self, split: str) -> tuple[Tensor, float]:
+        """Predicted class of every example of ``split`` (``val`` or ``test``), in the split's
+        order (on the device), and the mean cross-entropy of the scores.
 
         Token inputs are run in order of length (:func:`eval_order`), so each batch is padded
         to little more than its own rows; predictions go back to their places.
         """
+        inputs, targets, order = self.splits[split]
         self.model.eval()
-        pred = torch.empty_like(self.eval_targets)
+        pred = torch.empty_like(targets)
+        loss = torch.zeros((), device=self.device)
         size = self.config.eval_batch_size
-        for start in range(0, len(self.eval_order), size):
-            idx = self.eval_order[start : start + size]
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            on_device = idx.to(self.device)
             with self.autocast:
-                scores = self.model.scores(self.model.represent(self.inputs(self.data.eval_inputs,
-                                                                            idx)))
-            pred[idx.to(self.device)] = scores.argmax(dim=-1)
-        return pred
+                scores = self.model.scores(self.model.represent(self.inputs(inputs, idx)))
+            pred[on_device] = scores.argmax(dim=-1)
+            loss += F.cross_entropy(scores.float(), targets[on_device], reduction="sum")
+        return pred, float(loss) / max(1, len(order))
 
     def evaluate(self) -> dict[str, float]:
-        """Accuracy and macro-F1 on the evaluation split (one host copy at the end)."""
-        pred = self.predict()
-        prefix = "val_" if self.config.eval_split == "val" else ""
-        return {f"{prefix}accuracy": float((pred == self.eval_targets).float().mean()),
-                f"{prefix}macro_f1": macro_f1(pred, self.eval_targets, len(self.data.labels))}
+        """Accuracy and macro-F1 on the test split (``accuracy``, ``macro_f1``) and on the
+        validation split (``val_accuracy``, ``val_macro_f1``, ``val_loss``), where present.
+        Keeps this epoch's test predictions in ``self.last_pred``."""
+        out: dict[str, float] = {}
+        n_classes = len(self.data.labels)
+        for split, (_, targets, _) in self.splits.items():
+            pred, loss = self.predict(split)
+            prefix = "val_" if split == "val" else ""
+            out[f"{prefix}accuracy"] = float((pred == targets).float().mean())
+            out[f"{prefix}macro_f1"] = macro_f1(pred, targets, n_classes)
+            if split == "val":
+                out["val_loss"] = loss
+            else:
+                self.last_pred = pred
+        return out
 
     def fit(self, reporter: Reporter | None, checkpoint_dir: Path,
             log: Callable[[str], None] = print) -> list[dict[str, float]]:
-        for epoch in range(len(self.history) + 1, self.config.epochs + 1):
-            metrics = {"epoch": float(epoch), **self.train_epoch(epoch), **self.evaluate()}
+        """Train until the budget ends or early stopping stops the cell (a no-op for a
+        checkpoint whose last epoch was final); returns the history."""
+        if self.history and self.history[-1].get("final"):
+            return self.history
+        last_save = time.monotonic()
+        for epoch in range(len(self.history) + 1, self.max_epochs + 1):
+            metrics = {"epoch": float(epoch), **self.train_epoch(epoch), **self.evaluate(),
+                       "updates": float(epoch * budget.updates_per_epoch(self.config,
+                                                                          self.n_train))}
             self.history.append(metrics)
-            if epoch == self.config.epochs and self.config.task == "toy2d":
-                from trainers.toy2d import write_decision_grid
-
-                write_decision_grid(self.model, self.data.train_inputs, self.train_targets,
-                                    checkpoint_dir / ARTIFACTS_DIR / "decision_grid.json")
+            if "accuracy" in metrics and budget.select(
+                    self.history, self.config.selection) == len(self.history) - 1:
+                self.best_pred = self.last_pred
+            final = epoch == self.max_epochs or budget.should_stop(self.config, self.history,
+                                                                   self.n_train)
+            if final:
+                metrics.update(self.finish(checkpoint_dir))
             every = self.config.checkpoint_every
-            saved = epoch % every == 0 or epoch == self.config.epochs
+            saved = final or (epoch % every == 0 if every else
+                              time.monotonic() - last_save >= CHECKPOINT_SECONDS)
             if saved:
                 self.save(checkpoint_dir)
-            log(format_epoch(self.config, metrics))
+                last_save = time.monotonic()
+            log(format_epoch(self.config, metrics, self.max_epochs))
             if reporter is not None:
                 reporter.report(dict(metrics), checkpoint_dir if saved else None)
+            if final:
+                break
         return self.history
+
+    def finish(self, checkpoint_dir: Path) -> dict[str, float]:
+        """The cell's result (:func:`trainers.budget.result`) with the integer counts behind
+        its test accuracy; writes the selected epoch's test predictions as an artifact."""
+        out = {"final": 1.0, **budget.result(self.config, self.history, self.n_train)}
+        if self.best_pred is not None:
+            gold = self.splits["test"][1]
+            out["test_correct"] = float((self.best_pred == gold).sum())
+            out["test_examples"] = float(len(gold))
+            folder = checkpoint_dir / ARTIFACTS_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / PREDICTIONS_FILE).write_text(json.dumps({
+                "split": "test", "selected_epoch": int(out["selected_epoch"]),
+                "gold": gold.tolist(), "pred": self.best_pred.tolist()}))
+        if self.config.task == "toy2d":
+            from trainers.toy2d import write_decision_grid
+
+            write_decision_grid(self.model, self.data.train_inputs, self.train_targets,
+                                checkpoint_dir / ARTIFACTS_DIR / "decision_grid.json")
+        return out
 
 
 def eval_order(inputs: Any) -> Tensor:
@@ -433,12 +408,20 @@ def macro_f1(pred: Tensor, gold: Tensor, num_classes: int) -> float:
     return float(f1[present].mean()) if bool(present.any()) else 0.0
 
 
-def format_epoch(config: CellConfig, metrics: dict[str, float]) -> str:
-    acc_key = "val_accuracy" if "val_accuracy" in metrics else "accuracy"
-    return (f"[{config.cell_name}] epoch {int(metrics['epoch'])}/{config.epochs} "
-            f"{acc_key}={metrics[acc_key]:.4f} train_loss={metrics['train_loss']:.4f} "
+def format_epoch(config: CellConfig, metrics: dict[str, float], max_epochs: int) -> str:
+    scores = " ".join(f"{key}={metrics[key]:.4f}" for key in ("val_accuracy", "accuracy")
+                      if key in metrics)
+    line = (f"[{config.cell_name}] epoch {int(metrics['epoch'])}/{max_epochs} {scores} "
+            f"train_loss={metrics['train_loss']:.4f} updates={int(metrics['updates'])} "
             f"epoch_seconds={metrics['epoch_seconds']:.2f} "
             f"examples/s={metrics['examples_per_second']:.1f}")
+    if metrics.get("final"):
+        line += f" | selected epoch {int(metrics['selected_epoch'])}"
+        if "test_accuracy" in metrics:
+            line += f", test_accuracy={metrics['test_accuracy']:.4f}"
+        if "converged" in metrics:
+            line += ", converged" if metrics["converged"] else ", NOT converged"
+    return line
 
 
 def train_cell(
@@ -475,6 +458,9 @@ def train_cell(
             log(f"[{config.cell_name}] resumed after epoch {len(trainer.history)}")
         result = CellResult(config, hardware=hardware_name(device, config.precision),
                             cache_hits=prepared.cache_hits)
+        describe = getattr(reporter, "describe", None)
+        if describe is not None:
+            describe(trainer.describe())
         if checkpoint_dir is None:
             with tempfile.TemporaryDirectory(prefix="batchmixup-ckpt-") as tmp:
                 result.history = trainer.fit(reporter, Path(tmp), log)

@@ -6,13 +6,16 @@ encoder is loaded only on a cache miss. ``finetune`` mode: token ids cached once
 (model, task data, max length); the encoder is loaded for training.
 
 The training subset is :func:`trainers.data.subsample_indices` (uniform, seeded by the cell seed,
-identical for every strategy). With ``eval_split == "val"`` a validation split is carved from
-that subset (:func:`trainers.data.validation_split`) and the test set is never read into the
-cell, so a hyperparameter search cannot select on test accuracy.
+identical for every strategy). With ``eval_split == "val"`` or ``selection == "best_val"`` a
+validation split is carved from that subset (:func:`trainers.data.validation_split`); with
+``eval_split == "val"`` the test set is never read into the cell, so a hyperparameter search
+cannot select on test accuracy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +42,11 @@ class PreparedCell:
 
     Attributes:
         labels: class names, index = class id.
-        train_inputs / eval_inputs: ``[N, d]`` float features (frozen, toy2d) or a list of
-            tokenized rows (finetune).
-        train_targets / eval_targets: ``[N]`` long tensors.
+        train_inputs / val_inputs / eval_inputs: ``[N, d]`` float features (frozen, toy2d) or
+            a list of tokenized rows (finetune), of the training part of the subset, the
+            validation split carved from it (None without one) and the test set (None when
+            ``eval_split == "val"``: a search cell never sees it).
+        train_targets / val_targets / eval_targets: ``[N]`` long tensors (or None, as above).
         input_dim: dimension of the features / the encoder's hidden size.
         encoder: the encoder to fine-tune (``None`` in frozen mode).
         pad_id: the tokenizer's padding id (finetune).
@@ -53,12 +58,14 @@ class PreparedCell:
     train_inputs: Any
     train_targets: torch.Tensor
     eval_inputs: Any
-    eval_targets: torch.Tensor
+    eval_targets: torch.Tensor | None
     input_dim: int
     encoder: Encoder | None
     pad_id: int
     cache_hits: dict[str, bool]
     source: str
+    val_inputs: Any = None
+    val_targets: torch.Tensor | None = None
 
 
 # Ray runs many cells in one worker process: the last few tasks it loaded from local files
@@ -107,9 +114,48 @@ def load_cell_data(config: CellConfig) -> TaskData:
 def cell_indices(config: CellConfig, n_train: int) -> tuple[list[int], list[int] | None]:
     """(training indices, validation indices or None) of the cell."""
     subset = subsample_indices(n_train, config.ratio, config.seed, config.task)
-    if config.eval_split == "val":
-        return validation_split(subset, config.val_fraction, config.seed)
+    if config.has_val_split:
+        return validation_split(subset, config.val_fraction, config.seed,
+                                config.val_min_examples, config.val_max_fraction)
     return subset, None
+
+
+FINGERPRINT_VERSION = 1  # bump when the meaning of a setting changes what is trained
+
+
+def cell_fingerprint(config: CellConfig) -> str:
+    """16 hex chars naming what this cell trains, the same for every seed of it.
+
+    Hashes :meth:`CellConfig.applicable` (the settings that matter, ``loss`` resolved), the
+    encoder's identity (config and weight files of a local checkpoint, else its name) with
+    ``pooling`` resolved, and the content fingerprint of the task's data
+    (:meth:`trainers.data.TaskData.fingerprint`: every example and label). A relaunch whose
+    cell has another fingerprint trains a new run; tables never average across fingerprints.
+    """
+    settings = config.applicable()
+    if config.task == "toy2d":
+        data = "toy2d"  # generated from the seed by trainers.toy2d
+    else:
+        data = load_cell_data(config).fingerprint()
+        known = encoder_identity(config.model, config.pooling)
+        if known is not None:
+            settings["model"], settings["pooling"] = known
+    blob = json.dumps({"v": FINGERPRINT_VERSION, "settings": settings, "data": data},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolved_params(config: CellConfig) -> dict[str, Any]:
+    """:meth:`CellConfig.params` with ``pooling`` resolved where the encoder is local
+    (``precision`` resolves on the machine that trains: the trial reports it)."""
+    params = config.params()
+    if params.get("precision") == "auto":
+        params.pop("precision")  # logged by the trial, resolved on its machine
+    if "pooling" in params:
+        known = encoder_identity(config.model, config.pooling)
+        if known is not None:
+            params["pooling"] = known[1]
+    return params
 
 
 def encoder_identity(model: str, pooling: str) -> tuple[str, str] | None:
@@ -183,7 +229,6 @@ def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
     train_idx, val_idx = cell_indices(config, len(data.train))
     train_y = torch.tensor([e.label for e in data.train], dtype=torch.long)
     test_y = torch.tensor([e.label for e in data.test], dtype=torch.long)
-    eval_split, eval_idx = ("train", val_idx) if val_idx is not None else ("test", None)
 
     def pick(values: Any, idx: list[int] | None) -> Any:
         if idx is None:
@@ -213,8 +258,10 @@ def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
         labels=list(data.labels),
         train_inputs=pick(inputs["train"], train_idx),
         train_targets=pick(targets["train"], train_idx),
-        eval_inputs=pick(inputs[eval_split], eval_idx),
-        eval_targets=pick(targets[eval_split], eval_idx),
+        eval_inputs=None if config.eval_split == "val" else inputs["test"],
+        eval_targets=None if config.eval_split == "val" else targets["test"],
+        val_inputs=None if val_idx is None else pick(inputs["train"], val_idx),
+        val_targets=None if val_idx is None else pick(targets["train"], val_idx),
         input_dim=input_dim,
         encoder=encoder,
         pad_id=pad_id,
@@ -229,7 +276,7 @@ def warm_cache(config: CellConfig) -> dict[str, bool]:
     The orchestrator calls this once per (task, model, max length, ...) before the trials start,
     so trials only read the cache. Returns which caches were already there.
     """
-    from trainers.loop import pick_device
+    from trainers.device import pick_device
 
     config.validate()
     if config.task == "toy2d":

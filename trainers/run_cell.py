@@ -42,7 +42,18 @@ HELP = {
     "pooling": f"{', '.join(POOLINGS)} (auto: mean for sentence-transformers, else CLS)",
     "mlp_hidden": "width of the optional MLP block before W (0 = none)",
     "max_length": "tokenizer truncation length (padding is dynamic)",
-    "epochs": "number of epochs (>= 1)",
+    "epochs": "epoch budget (>= 1): exact, unless --min-updates raises it or --patience "
+              "stops earlier",
+    "selection": "which epoch the result comes from: last (the paper) or best_val (best "
+                 "validation accuracy on a split carved from the training subset)",
+    "patience": "best_val: stop after this many epochs without a better validation score "
+                "(0 = never stop early); best epoch >= patience epochs before the last = "
+                "converged",
+    "min_updates": "at least this many optimizer updates whatever the ratio (raises the epoch "
+                   "budget; early stopping waits for them)",
+    "val_min_examples": "smallest validation split (examples)",
+    "val_max_fraction": "largest validation split (share of the training subset)",
+    "checkpoint_every": "checkpoint every k epochs; 0 = at most every ~10 s",
     "batch_size": "mini-batch size b",
     "lr": "encoder learning rate (AdamW)",
     "head_lr": "learning rate of the MLP block and W",
@@ -60,7 +71,8 @@ HELP = {
     "clean_loss": "add cross-entropy on the original batch to the mixed loss (true/false)",
     "eval_split": f"{' or '.join(EVAL_SPLITS)}: evaluate on the test set, or on a validation "
                   "split carved from the training subset (test never touched)",
-    "val_fraction": "share of the training subset held out when --eval-split val",
+    "val_fraction": "share of the training subset held out as the validation split "
+                    "(--eval-split val or --selection best_val)",
     "none_relations": "FewRel relations relabelled 'None' (paper: 5 of 80)",
     "dropout": "dropout on v(x)",
     "eval_batch_size": "batch size of evaluation and feature extraction",

@@ -1,0 +1,174 @@
+"""Statistics of the report's paired comparisons (see ``docs/report.md`` for the reasoning).
+
+Everything here is pure numpy/scipy on numbers the caller got from MLflow:
+
+* :func:`count_differences` — per-seed differences of two arms from integer correct counts.
+* :func:`t_interval` and :func:`paired_t` — the mean difference over seeds with its 95 %
+  t-interval, and the two-sided paired t-test (only with at least :data:`MIN_SEEDS` seeds and
+  differences that vary: a test over identical differences is undefined, not "infinitely
+  significant").
+* :func:`paired_bootstrap` — the per-example paired bootstrap over seeds *and* test examples
+  (Koehn 2004; Berg-Kirkpatrick, Burkett & Klein 2012), seeded for reproducibility.
+* :func:`holm` — Holm-Bonferroni adjusted p-values over a family of comparisons (Holm 1979).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy import stats as scipy_stats  # a hard dependency of mlflow
+
+CONFIDENCE = 0.95
+"""Level of every interval in the report."""
+
+ALPHA = 0.05
+"""Family-wise error rate: a verdict needs a Holm-adjusted p below it."""
+
+MIN_SEEDS = 3
+"""No test and no verdict with fewer paired seeds than this."""
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+_GATHER_LIMIT = 4_000_000
+"""At most this many (seed, example) cells are gathered per bootstrap chunk (memory bound)."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with the bounds of its confidence interval (NaN bounds: no interval)."""
+
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Observed mean difference, its percentile interval, the two-sided p and B."""
+
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    resamples: int
+
+
+def count_differences(
+    correct_a: Sequence[int], correct_b: Sequence[int], examples: Sequence[int]
+) -> list[Fraction]:
+    """Per-seed accuracy differences ``(a - b) / n`` as exact fractions.
+
+    Exact arithmetic keeps "8 of 277 on every seed" identical on every seed, so the spread of
+    such differences is exactly zero rather than float noise.
+    """
+    return [
+        Fraction(int(a) - int(b), int(n))
+        for a, b, n in zip(correct_a, correct_b, examples, strict=True)
+    ]
+
+
+def differences_vary(diffs: Sequence[Fraction | float]) -> bool:
+    """True when not every difference is the same value."""
+    return len(set(diffs)) > 1
+
+
+def t_interval(diffs: Sequence[Fraction | float], level: float = CONFIDENCE) -> Interval:
+    """Mean of ``diffs`` and its two-sided t-interval over seeds (df = n - 1).
+
+    The bounds are NaN with fewer than two differences or when they do not vary (a zero-width
+    interval would claim a certainty the seeds cannot give).
+    """
+    n = len(diffs)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    mean = float(sum(Fraction(d) for d in diffs) / n)
+    if n < 2 or not differences_vary(diffs):
+        return Interval(mean, math.nan, math.nan)
+    sd = float(np.std(np.asarray(diffs, dtype=float), ddof=1))
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half)
+
+
+def paired_t(diffs: Sequence[Fraction | float]) -> tuple[float, float]:
+    """Two-sided paired t-test of the per-seed differences against 0: ``(t, p)``.
+
+    NaN, NaN with fewer than :data:`MIN_SEEDS` differences or when they do not vary.
+    """
+    n = len(diffs)
+    if n < MIN_SEEDS or not differences_vary(diffs):
+        return math.nan, math.nan
+    values = np.asarray(diffs, dtype=float)
+    sd = float(np.std(values, ddof=1))
+    t = float(values.mean()) / (sd / math.sqrt(n))
+    p = float(2 * scipy_stats.t.sf(abs(t), n - 1))
+    return t, p
+
+
+def example_differences(gold: Sequence[int], pred_a: Sequence[int],
+                        pred_b: Sequence[int]) -> np.ndarray:
+    """Per test example: 1 where only ``a`` is right, -1 where only ``b`` is, else 0."""
+    gold_arr = np.asarray(gold)
+    right_a = np.asarray(pred_a) == gold_arr
+    right_b = np.asarray(pred_b) == gold_arr
+    return right_a.astype(np.int8) - right_b.astype(np.int8)
+
+
+def paired_bootstrap(
+    per_seed: Sequence[np.ndarray],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = CONFIDENCE,
+) -> BootstrapResult:
+    """Paired bootstrap of the mean accuracy difference over seeds and test examples.
+
+    ``per_seed``: one array per paired seed of per-example differences (see
+    :func:`example_differences`), all over the same test examples in the same order. Each
+    resample draws the seeds with replacement and, independently, the test examples with
+    replacement (one draw of examples shared by the drawn seeds: they were evaluated on the
+    same examples), and takes the mean difference. The interval is the percentile interval;
+    the two-sided p-value is the share of resamples at least as far from the observed mean as
+    the observed mean is from 0 (the resampling distribution shifted to the null, as in
+    Berg-Kirkpatrick et al. 2012), with the usual +1 correction: ``(1 + hits) / (1 + B)``.
+    """
+    diffs = np.stack([np.asarray(d, dtype=np.int8) for d in per_seed])
+    k, n = diffs.shape
+    observed = float(diffs.mean(dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples, dtype=np.float64)
+    chunk = max(1, min(resamples, _GATHER_LIMIT // max(1, k * n)))
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        examples = rng.integers(0, n, size=(size, n))
+        seeds = rng.integers(0, k, size=(size, k))
+        # per_seed_sum[j, r]: seed j's summed difference over resample r's examples
+        per_seed_sum = diffs[:, examples].sum(axis=2, dtype=np.int64)
+        drawn = per_seed_sum[seeds, np.arange(size)[:, None]]
+        values[start:start + size] = drawn.sum(axis=1) / (k * n)
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    hits = int(np.count_nonzero(np.abs(values - observed) >= abs(observed) - 1e-12))
+    p_value = (1 + hits) / (1 + resamples)
+    return BootstrapResult(observed, float(low), float(high), min(1.0, p_value), resamples)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order; NaN entries stay NaN and are
+    not counted in the family.
+
+    With the m finite p-values sorted ascending, ``p_(i)`` becomes
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where the adjusted value is below
+    alpha controls the family-wise error rate at alpha.
+    """
+    finite = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    finite.sort()
+    m = len(finite)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted

@@ -1,0 +1,176 @@
+"""One optimizer update of a cell: gradients, clipping, AdamW, schedule.
+
+Two implementations behind one small interface, :class:`Updater`, chosen once per cell by
+:func:`make_updater`:
+
+* :class:`AutogradUpdater`: the loss of :func:`trainers.strategies.mixed_loss` (plus the clean
+  cross-entropy), ``backward()``, ``clip_grad_norm_``, ``optimizer.step()``. Every strategy,
+  loss, mode and device.
+* :class:`FusedHeadUpdater`: :mod:`trainers.fused_head`'s hand-written backward of the frozen
+  head (frozen features on CPU; none, mixup and nonlinear mixup with the cross-entropy losses),
+  the same clipping and fused-AdamW kernel without their per-call Python. It makes the same
+  random draws in the same order as the autograd path, so a cell follows the same trajectory
+  up to float rounding (tests/test_fused_head.py).
+
+Both return the update's loss, detached and on the device (the caller checks it for NaN in
+batches). The updater owns nothing the checkpoint needs: model, optimizer and scheduler are the
+cell's (:class:`UpdateContext`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainers.budget import updates_per_batch
+from trainers.config import CellConfig
+from trainers.errors import CellError
+from trainers.fused_head import (
+    HeadAdamW,
+    clip_grad_norm_,
+    draw_dropout,
+    draw_pairs,
+    head_layout_known,
+    head_update,
+    supports,
+)
+from trainers.model import CellModel
+from trainers.strategies import make_mixed_batch, mixed_loss
+
+PATHS = ("autograd", "fused")
+
+
+@dataclass
+class UpdateContext:
+    """What an update works on: the cell's config, model, optimizer, schedule, autocast
+    context and label count."""
+
+    config: CellConfig
+    model: CellModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Any
+    num_labels: int
+
+
+class Updater(Protocol):
+    """One optimizer update on a batch."""
+
+    path: str
+    """``autograd`` or ``fused``: epoch times compare like with like only on one path."""
+
+    def step(self, inputs: Any, targets: Tensor) -> Tensor:
+        """Compute the gradients, clip, step AdamW and the schedule; the loss (detached)."""
+
+
+def draws_per_update(config: CellConfig) -> int:
+    """Mixed batches averaged in one update: ``mix_samples`` in the shared variant, else 1."""
+    if updates_per_batch(config) > 1 or config.strategy in ("none", "batchmixup"):
+        return 1
+    return config.mix_samples
+
+
+def fusable(config: CellConfig, device: torch.device) -> bool:
+    """Whether :mod:`trainers.fused_head` covers this cell: frozen features (or toy inputs) on
+    CPU, strategies none/mixup/nonlinear_mixup, losses ce/soft_ce. On CUDA the head runs under
+    autocast and kernel launches are asynchronous: autograd is as fast there."""
+    frozen = config.mode == "frozen" or config.task == "toy2d"
+    return device.type == "cpu" and supports(config.strategy, config.resolved_loss, frozen)
+
+
+class AutogradUpdater:
+    """The loss by autograd: CE (none), or mixed loss [+ clean CE] (mixing strategies)."""
+
+    path = "autograd"
+
+    def __init__(self, ctx: UpdateContext) -> None:
+        self.ctx = ctx
+
+    def loss(self, inputs: Any, targets: Tensor) -> Tensor:
+        """The loss of one update, with its graph."""
+        config, model = self.ctx.config, self.ctx.model
+        with self.ctx.autocast:
+            v = model.represent(inputs)
+            if config.strategy == "none":
+                return F.cross_entropy(model.scores(v).float(), targets)
+            W = model.label_vectors
+            draws = draws_per_update(config)
+            mixed = sum(
+                mixed_loss(make_mixed_batch(config.strategy, v, targets, W, config.alpha,
+                                            config.batchmix_points or None, config.temperature),
+                           W, config.resolved_loss)
+                for _ in range(draws)
+            ) / draws
+            if config.clean_loss:
+                mixed = mixed + F.cross_entropy(model.scores(v).float(), targets)
+            return mixed
+
+    def step(self, inputs: Any, targets: Tensor) -> Tensor:
+        ctx = self.ctx
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(inputs, targets)
+        loss.backward()
+        if ctx.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.config.grad_clip)
+        ctx.optimizer.step()
+        ctx.scheduler.step()
+        return loss.detach()
+
+
+class FusedHeadUpdater:
+    """The frozen head's update by :mod:`trainers.fused_head` (no autograd)."""
+
+    path = "fused"
+
+    def __init__(self, ctx: UpdateContext) -> None:
+        self.ctx = ctx
+        self.head_params = ctx.model.head_parameters()
+        self._onehot: tuple[Tensor | None, int, Tensor | None] = (None, -1, None)
+        # optimizer.step() where the kernel is not available (torch without CPU fused AdamW)
+        self.head_adamw = HeadAdamW(ctx.optimizer) if HeadAdamW.applies(ctx.optimizer) \
+            else None
+
+    def loss(self, features: Tensor, targets: Tensor) -> Tensor:
+        """The loss of one update; writes every head parameter's ``.grad``."""
+        config, model = self.ctx.config, self.ctx.model
+        b = features.shape[0]
+        keep = draw_dropout((b, model.dim), model.dropout.p, features.device)
+        pairs = draw_pairs(config.strategy, b, model.dim, config.alpha,
+                           draws_per_update(config), features.device)
+        return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
+
+    def onehot(self, targets: Tensor) -> Tensor:
+        """``targets`` one-hot, in the head's dtype, kept while the same unchanged batch is
+        updated again (the n updates of paper-faithful mixup run on one batch)."""
+        seen, version, rows = self._onehot
+        if seen is not targets or version != targets._version:  # _version: in-place changes
+            dtype = self.ctx.model.classifier.weight.dtype
+            rows = F.one_hot(targets, self.ctx.num_labels).to(dtype)
+            self._onehot = (targets, targets._version, rows)
+        return rows
+
+    def step(self, inputs: Any, targets: Tensor) -> Tensor:
+        """Same clipping operations and AdamW kernel as the autograd path, called directly."""
+        ctx = self.ctx
+        loss = self.loss(inputs, targets)
+        if ctx.config.grad_clip > 0:
+            clip_grad_norm_([p.grad for p in self.head_params], ctx.config.grad_clip)
+        (self.head_adamw or ctx.optimizer).step()
+        ctx.scheduler.step()
+        return loss
+
+
+def make_updater(ctx: UpdateContext, device: torch.device,
+                 fused: bool | None = None) -> Updater:
+    """The cell's updater: fused wherever it applies (``fused=None``), or as forced."""
+    possible = fusable(ctx.config, device) and head_layout_known(ctx.model)
+    if fused and not possible:
+        raise CellError(f"{ctx.config.cell_name}: the fused head update covers frozen "
+                        "features on CPU with strategies none/mixup/nonlinear_mixup and losses "
+                        "ce/soft_ce")
+    use_fused = possible if fused is None else fused
+    return FusedHeadUpdater(ctx) if use_fused else AutogradUpdater(ctx)
