@@ -150,13 +150,17 @@ def _error_line(trial: Any) -> str:
 
 
 class ProgressCallback(Callback):
-    """Live progress: a line per epoch result (at most one per cell every ``epoch_every``
-    seconds, and always the final one) and a status line every ``every`` seconds."""
+    """Live progress: a line per epoch result, ``cell epoch e/E: ...`` with E the cell's
+    epoch budget (for cells of more than ``every_epoch_up_to`` epochs at most one line every
+    ``epoch_every`` seconds, and always the final one), and a status line every ``every``
+    seconds."""
 
     def __init__(self, sweep: str, total: int, every: float = 15.0,
-                 skip: frozenset[str] = frozenset(), epoch_every: float = 5.0) -> None:
+                 skip: frozenset[str] = frozenset(), epoch_every: float = 5.0,
+                 every_epoch_up_to: int = 50) -> None:
         self.sweep = sweep
         self.epoch_every = epoch_every
+        self.every_epoch_up_to = every_epoch_up_to
         self.total = total
         self.skip = skip
         self.every = every
@@ -195,12 +199,14 @@ class ProgressCallback(Callback):
             return
         now = time.monotonic()
         final = bool(result.get("final"))
-        if not final and now - self.printed.get(cell, -math.inf) < self.epoch_every:
+        budget = int(result.get("max_epochs", spec(trial)["cell"]["epochs"]))
+        if (budget > self.every_epoch_up_to and not final
+                and now - self.printed.get(cell, -math.inf) < self.epoch_every):
             return  # cells of many tiny epochs: one line per epoch_every seconds
         self.printed[cell] = now
         scores = " ".join(f"{name}={result[key]:.4f}" for key, name in
                           (("val_accuracy", "val_acc"), ("accuracy", "acc")) if key in result)
-        line = (f"  {cell} epoch {int(result['epoch'])}: {scores} "
+        line = (f"  {cell} epoch {int(result['epoch'])}/{budget}: {scores} "
                 f"loss={result.get('train_loss', float('nan')):.4f} "
                 f"updates={int(result.get('updates', 0))} "
                 f"{result.get('epoch_seconds', 0.0):.2f}s")

@@ -348,7 +348,8 @@ class CellTrainer:
         for epoch in range(len(self.history) + 1, self.max_epochs + 1):
             metrics = {"epoch": float(epoch), **self.train_epoch(epoch), **self.evaluate(),
                        "updates": float(epoch * budget.updates_per_epoch(self.config,
-                                                                          self.n_train))}
+                                                                          self.n_train)),
+                       "max_epochs": float(self.max_epochs)}
             self.history.append(metrics)
             if "accuracy" in metrics and budget.select(
                     self.history, self.config.selection) == len(self.history) - 1:
