@@ -11,7 +11,7 @@ search
     One Ray Tune run per (task, ratio, strategy) group: ``num_samples`` trials proposed by
     Optuna TPE (``ray.tune.search.optuna.OptunaSearch``, seeded; the first trial is the default
     values when ``include_default``), stopped early by ASHA on per-epoch ``val_accuracy``
-    (``time_attr=training_iteration`` = epochs, ``max_t=epochs``). Every search trial trains
+    (``time_attr=epoch``, ``max_t`` = the longest epoch budget). Every search trial trains
     the cell of seed ``search.seed`` with ``eval_split=val``: a seeded validation split carved
     from the training subset, of ``max(min_val_examples, val_fraction * subset)`` examples,
     capped at ``max_val_fraction`` of the subset (``--dry-run`` prints the sizes). The test
@@ -445,10 +445,12 @@ def search_callback_class() -> type:
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
-            leaked = [k for k in TEST_METRICS if k in result]
+            epochs = [result, *result.get("earlier_epochs", [])]
+            leaked = sorted({k for epoch in epochs for k in TEST_METRICS if k in epoch})
             if leaked:  # never log a test metric for a search trial; fail it instead
-                for key in leaked:
-                    result.pop(key)
+                for epoch in epochs:
+                    for key in leaked:
+                        epoch.pop(key, None)
                 result["failure_reason"] = (f"leakage guard: search trial reported test "
                                             f"metric(s) {', '.join(leaked)}")
             super().on_trial_result(iteration, trials, trial, result, **info)
@@ -586,7 +588,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=plan.num_samples,
             search_alg=make_searcher(group, plan),
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs,
                                     grace_period=min(plan.grace_period, epochs),
                                     reduction_factor=plan.reduction_factor),
             max_concurrent_trials=concurrency(args, resources, plan.num_samples),

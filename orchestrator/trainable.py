@@ -25,9 +25,18 @@ from ray import tune
 from trainers.config import CellConfig
 from trainers.errors import CellError, TrainingDiverged
 
+REPORT_SECONDS = 2.0
+"""Epochs without a checkpoint are sent to Tune together, at most one result per this many
+seconds (a cell of 2,000 tiny epochs would otherwise make 2,000 round trips to the driver)."""
+
 
 class TuneReporter:
     """Bridges the trainer's :class:`trainers.loop.Reporter` seam to ``tune.report``.
+
+    Every epoch with a checkpoint, the final one, and otherwise the latest epoch every
+    :data:`REPORT_SECONDS`, is one Tune result; epochs not yet sent ride along in its
+    ``earlier_epochs`` list (the driver logs each of them; a trial restored from an older
+    checkpoint replays them identically, and the driver skips epochs it has already logged).
 
     Adds ``trial_seconds``: wall time inside this trainable so far (data, model set-up,
     training, evaluation, checkpoints), the numerator of the orchestration-overhead benchmark.
@@ -35,7 +44,8 @@ class TuneReporter:
 
     def __init__(self, extra: dict[str, Any]) -> None:
         self.extra = extra
-        self.start = time.perf_counter()
+        self.start = self.sent = time.perf_counter()
+        self.pending: list[dict[str, float]] = []
 
     def describe(self, info: dict[str, str]) -> None:
         """The trainer's set-up facts (update path, resolved precision, data source, split
@@ -43,11 +53,20 @@ class TuneReporter:
         self.extra.update(info)
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        now = time.perf_counter()
+        self.pending.append({**metrics, "trial_seconds": now - self.start})
+        if (checkpoint_dir is None and not metrics.get("final")
+                and now - self.sent < REPORT_SECONDS):
+            return
+        *earlier, latest = self.pending
+        result = {**latest, **self.extra}
+        if earlier:
+            result["earlier_epochs"] = earlier
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
-        tune.report({**metrics, **self.extra,
-                     "trial_seconds": time.perf_counter() - self.start}, checkpoint=checkpoint)
+        tune.report(result, checkpoint=checkpoint)
+        self.pending, self.sent = [], now
 
 
 def run_cell_trial(trial_config: dict[str, Any]) -> None:
