@@ -612,7 +612,8 @@ def accuracy_curves(
 ) -> pd.DataFrame:
     """Per-epoch accuracy (%) of the finished cells, mean and std over seeds per arm.
 
-    Test ``accuracy`` where it was logged, else ``val_accuracy`` (validation-only sweeps).
+    ``val_accuracy`` where it was logged (selection on a validation split, where the test set
+    is evaluated only at epochs that became the selected one), else the test ``accuracy``.
     ``task``/``ratio`` restrict to one (task, ratio). Columns: task, ratio, strategy, key,
     epoch, mean, std, n.
     """
@@ -623,9 +624,9 @@ def accuracy_curves(
     if ratio is not None:
         cells = cells[np.isclose(cells["ratio"], ratio)]
     mine = history[history["run_id"].isin(cells["run_id"])]
-    test = mine[mine["key"] == "accuracy"]
-    val = mine[(mine["key"] == "val_accuracy") & ~mine["run_id"].isin(test["run_id"])]
-    acc = pd.concat([test, val]).sort_values("timestamp")
+    val = mine[mine["key"] == "val_accuracy"]
+    test = mine[(mine["key"] == "accuracy") & ~mine["run_id"].isin(val["run_id"])]
+    acc = pd.concat([val, test]).sort_values("timestamp")
     acc = acc.drop_duplicates(["run_id", "key", "step"], keep="last")
     acc = acc.merge(cells[["run_id", "task", "ratio", "strategy"]], on="run_id")
     if acc.empty:

@@ -222,7 +222,8 @@ def test_fingerprint_names_the_configuration_not_the_seed(data_dir, cache_dir, t
 
 
 def test_every_preset_loads_and_validates_every_cell():
-    from orchestrator.search import build_parser, parse_plan
+    from orchestrator.search import build_parser
+    from orchestrator.search_plan import parse_plan
     from orchestrator.spaces import load_sweep, preset_names, resolve_source
 
     names = preset_names()
@@ -233,3 +234,33 @@ def test_every_preset_loads_and_validates_every_cell():
         assert cells and len({c.name for c in cells}) == len(cells), name
         if sweep.search:
             assert parse_plan(sweep, build_parser().parse_args([])).params, name
+
+
+def test_finetuned_cell_is_tested_only_at_epochs_that_become_selected(data_dir, cache_dir):
+    """Fine-tuning evaluates the test split only where the selection moves to (testing a big
+    encoder every epoch costs); the result is the same selected epoch's test accuracy."""
+    from trainers.loop import train_cell
+
+    config = cell(data_dir, cache_dir, mode="finetune", model="random:tiny", lr=1e-3,
+                  selection="best_val", patience=2, epochs=6, batch_size=16)
+    history = train_cell(config, log=quiet).history
+    tested = [i for i, h in enumerate(history) if "accuracy" in h]
+    became_best = [i for i in range(len(history))
+                   if budget.select(history[: i + 1], "best_val") == i]
+    assert tested == became_best and tested[0] == 0
+    assert len(tested) < len(history)  # epochs after the best were never tested
+    final = history[-1]
+    assert final["test_accuracy"] == history[int(final["selected_epoch"]) - 1]["accuracy"]
+
+
+def test_incremental_best_epoch_agrees_with_the_definitions():
+    import random
+
+    rng = random.Random(0)
+    history = epochs_of(*[(rng.choice([0.5, 0.6, 0.7]), rng.choice([1.0, 0.9, 0.8]))
+                          for _ in range(60)])
+    best = budget.BestEpoch()
+    for n in range(1, len(history) + 1):
+        best.add(history[n - 1])
+        assert best.selected == budget.select(history[:n], "best_val")
+        assert best.since_best == budget.epochs_since_best(history[:n])

@@ -28,6 +28,8 @@ from tests.sweep_helpers import (
 )
 from trainers.loop import train_cell
 
+pytestmark = pytest.mark.slow  # real Ray sweeps and kills
+
 
 def base_args(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",

@@ -29,6 +29,7 @@ def cell(data_dir: Path, cache_dir: Path, **overrides) -> CellConfig:
     return CellConfig(**values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASK_SETTINGS))
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_learns_on_each_task(task, strategy, data_dir, cache_dir):
@@ -49,6 +50,7 @@ def test_each_strategy_learns_on_each_task(task, strategy, data_dir, cache_dir):
     assert history[-1]["accuracy"] > chance + (0.01 if task == "rte" else 0.2), history[-1]
 
 
+@pytest.mark.slow
 def test_finetune_mode_trains_the_encoder(data_dir, cache_dir):
     config = cell(data_dir, cache_dir, task="banking77", ratio=0.03, mode="finetune",
                   strategy="batchmixup", epochs=2, batch_size=16, lr=5e-5, head_lr=5e-3)

@@ -21,6 +21,8 @@ from ray.tune.experiment.trial import _TrainingRunMetadata  # noqa: E402
 
 from orchestrator.retention import CheckpointRetention, keep_latest, saved_iterations  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real Ray sweeps and kills
+
 ITERATIONS = 40
 
 

@@ -201,6 +201,7 @@ def test_unschedulable_requests_fail_fast(flags, needle, tmp_path, data_dir, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_unschedulable_on_a_cluster_names_the_largest_node(tmp_path, data_dir, cache_dir):
     """Compared with the cluster's nodes (2 + 1 CPUs: 3 in total, none with 3); nothing is
     created. --allow-pending skips the check (an autoscaler would add the node)."""
@@ -344,6 +345,7 @@ def test_resume_trusts_private_state_and_sticky_storage(tmp_path):
     check_resume_storage(str(storage), "not-there-yet")
 
 
+@pytest.mark.slow
 def test_local_ray_listens_on_loopback_only(tmp_path):
     """Every listening socket of a local Ray started by the sweep is on 127.0.0.1."""
     script = textwrap.dedent("""
@@ -379,6 +381,7 @@ def test_redact_uri_and_text():
     assert redact_text(text) == "cannot reach https://***@h/api and mysql://***@c/d?token=***&x=1"
 
 
+@pytest.mark.slow
 def test_credentials_never_printed_logged_or_written(tmp_path, data_dir, cache_dir):
     """A sweep and its report against a server URI with user:password: the secret is in no
     output, no report file, no Tune state (tuner.pkl), no MLflow tag or param."""
@@ -412,6 +415,7 @@ def launch(args: list[str], cwd: Path, cache_dir: Path, name: str,
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_two_launches_at_once_on_a_fresh_store(tmp_path, data_dir, cache_dir):
     """The same sweep started twice at the same instant on a store that does not exist yet:
     the store is initialised once (no 'duplicate column' crash), one sweep runs, the other
@@ -433,6 +437,7 @@ def test_two_launches_at_once_on_a_fresh_store(tmp_path, data_dir, cache_dir):
     assert steps(f"sqlite:///{tmp_path / 'mlflow.db'}", run.info.run_id) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_second_launch_refuses_or_waits_while_the_first_runs(tmp_path, data_dir, cache_dir):
     """Launched again while the first still runs (the '20 s later' case): refused at once
     naming the first; with --wait-for-lock it queues, then finds the cell FINISHED. The first
@@ -562,6 +567,7 @@ def test_fresh_sqlite_store_initialised_by_three_processes_at_once(tmp_path):
 
 
 # --------------------------------------------------------------------------- hermetic Ray
+@pytest.mark.slow
 def test_sweep_starts_its_own_ray_beside_dead_and_live_clusters(tmp_path, data_dir, cache_dir):
     """A dead `ray start` (its address file and RAY_ADDRESS left behind), then a live
     cluster in RAY_ADDRESS: the sweep without --address starts its own local Ray each time
@@ -599,6 +605,7 @@ def test_conftest_made_the_data_dir_absolute():
     assert 'HF_HUB_OFFLINE=1 BATCHMIXUP_DATA_DIR="$DATA" python -m pytest -q' in ci
 
 
+@pytest.mark.slow
 def test_relative_data_dir_from_another_working_directory(tmp_path, data_dir, cache_dir):
     """--data-dir relative to the directory the command runs in, wherever that is."""
     cwd = tmp_path / "somewhere" / "else"

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import search
-from orchestrator.spaces import load_sweep
+from orchestrator import search, search_tune
+from orchestrator import search_plan as sp
+from orchestrator.spaces import load_sweep, resolve_source
 from orchestrator.tracking import SweepTracker
 from trainers.config import CellConfig
 
@@ -46,30 +47,30 @@ def all_runs(uri: str, experiment: str) -> list:
 
 
 def record(index: int, acc: float | None, f1: float = 0.5, stopped: bool = False,
-           status: str = "FINISHED") -> search.TrialRecord:
-    return search.TrialRecord(f"t{index}", index, f"id{index}", {"alpha": index / 10}, status,
+           status: str = "FINISHED") -> sp.TrialRecord:
+    return sp.TrialRecord(f"t{index}", index, f"id{index}", {"alpha": index / 10}, status,
                               stopped, acc, f1)
 
 
 def test_selection_rule():
     # early-stopped trials compete only when no trial trained every epoch
-    assert search.select([record(1, 0.5), record(2, 0.9, stopped=True)]).index == 1
-    assert search.select([record(1, 0.5, stopped=True), record(2, 0.6, stopped=True)]).index == 2
+    assert sp.select([record(1, 0.5), record(2, 0.9, stopped=True)]).index == 1
+    assert sp.select([record(1, 0.5, stopped=True), record(2, 0.6, stopped=True)]).index == 2
     # ties: higher val_macro_f1, then the earlier trial
-    assert search.select([record(1, 0.5, 0.3), record(2, 0.5, 0.4)]).index == 2
-    assert search.select([record(3, 0.5, 0.4), record(2, 0.5, 0.4)]).index == 2
+    assert sp.select([record(1, 0.5, 0.3), record(2, 0.5, 0.4)]).index == 2
+    assert sp.select([record(3, 0.5, 0.4), record(2, 0.5, 0.4)]).index == 2
     # failed or unscored trials never win; nothing scored -> None
-    assert search.select([record(1, 0.9, status="FAILED"), record(2, 0.1)]).index == 2
-    assert search.select([record(1, None), record(2, float("nan"))]) is None
+    assert sp.select([record(1, 0.9, status="FAILED"), record(2, 0.1)]).index == 2
+    assert sp.select([record(1, None), record(2, float("nan"))]) is None
 
 
 def test_validation_split_size_rule():
-    plan = search.parse_plan(load_sweep(search.sweep_cli.resolve_source("alpha_search", None)),
+    plan = sp.parse_plan(load_sweep(resolve_source("alpha_search", None)),
                              search.build_parser().parse_args([]))
     assert plan.min_val_examples == 30 and plan.max_val_fraction == 0.4
     from trainers.data import validation_split
 
-    split = search.val_settings(plan)
+    split = sp.val_settings(plan)
     sizes = {n: len(validation_split(list(range(n)), 0.2, 0, split["val_min_examples"],
                                      split["val_max_fraction"])[1]) for n in (1000, 100, 25)}
     assert sizes == {1000: 200, 100: 30, 25: 10}  # 20 %, at least 30, at most 40 %
@@ -88,8 +89,8 @@ def test_leakage_guard_and_bad_input_exit_2(tmp_path, data_dir, capsys):
               "--strategies", "batchmixup", "--dry-run"]
     assert search.main([*common, "--set", "eval_split=test"]) == 2
     assert "eval_split='test'" in capsys.readouterr().err
-    with pytest.raises(search.LeakageError):
-        search.check_no_leakage([CellConfig(eval_split="test")], "x")
+    with pytest.raises(sp.LeakageError):
+        sp.check_no_leakage([CellConfig(eval_split="test")], "x")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntasks: [banking77]\nratios: [0.05]\nstrategies: [mixup]\n"
                    "seeds: [0]\nsearch:\n  space:\n    seed: {distribution: choice, "
@@ -113,10 +114,10 @@ def test_callback_drops_test_metrics_and_finishes_early_stopped_trials(tmp_path)
     tracker = SweepTracker(uri, "cb", phase="search")
     base = CellConfig(task="banking77", ratio=0.05, strategy="batchmixup", epochs=3,
                       eval_split="val").to_dict()
-    group = search.Group("banking77/0.05/batchmixup", "banking77", 0.05, "batchmixup",
-                         "batchmixup", base, (search.SearchParam("alpha", "loguniform", 0.1, 2),),
+    group = sp.Group("banking77/0.05/batchmixup", "banking77", 0.05, "batchmixup",
+                         "batchmixup", base, (sp.SearchParam("alpha", "loguniform", 0.1, 2),),
                          400, 100)
-    callback = search.search_callback_class()(tracker, group, parent_run_id="p" * 32)
+    callback = search_tune.search_callback_class()(tracker, group, parent_run_id="p" * 32)
 
     def trial(k: int) -> SimpleNamespace:
         cell = {**base, "alpha": 0.1 * k}
@@ -147,11 +148,11 @@ def test_callback_drops_test_metrics_and_finishes_early_stopped_trials(tmp_path)
 
 def test_searcher_ignores_failure_reports_and_names_trials():
     base = CellConfig(task="banking77", ratio=0.05, strategy="mixup", eval_split="val").to_dict()
-    group = search.Group("banking77/0.05/mixup", "banking77", 0.05, "mixup", "mixup", base,
-                         (search.SearchParam("alpha", "loguniform", 0.1, 2.0),), 400, 100)
-    plan = search.parse_plan(load_sweep(search.sweep_cli.resolve_source("alpha_search", None)),
+    group = sp.Group("banking77/0.05/mixup", "banking77", 0.05, "mixup", "mixup", base,
+                         (sp.SearchParam("alpha", "loguniform", 0.1, 2.0),), 400, 100)
+    plan = sp.parse_plan(load_sweep(resolve_source("alpha_search", None)),
                              search.build_parser().parse_args([]))
-    searcher = search.make_searcher(group, plan)
+    searcher = search_tune.make_searcher(group, plan)
     space = {"trial": {"cell": {**base, "alpha": group.space[0].domain()}, "name": "x",
                        "arm": "mixup", "params": {}}}
     assert searcher.set_search_properties("val_accuracy", "max", space)

@@ -23,6 +23,7 @@ TAGS = {"task", "ratio", "strategy", "seed", "sweep", "git_commit", "ray_trial_i
         "cell", "phase", "kind", "fingerprint", "mlflow.source.name", "mlflow.user", "command"}
 
 
+@pytest.mark.slow
 def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
     proc = run_sweep(["--preset", "smoke", "--data-dir", str(data_dir), "--num-cpus", "4",
                       "--cpus-per-trial", "1", "--storage-path", str(tmp_path / "ray")],
@@ -145,6 +146,7 @@ def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
     assert summary[0].data.metrics["cells_finished"] == len(runs)
 
 
+@pytest.mark.slow
 def test_four_concurrent_trials_against_a_real_mlflow_server(tmp_path, data_dir, cache_dir):
     with mlflow_server(tmp_path / "server") as (uri, _):
         proc = run_sweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",

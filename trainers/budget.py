@@ -87,14 +87,43 @@ def epochs_since_best(history: Sequence[Metrics]) -> int:
     return len(history) - 1 - accuracies.index(max(accuracies))
 
 
-def should_stop(config: CellConfig, history: Sequence[Metrics], n_train: int) -> bool:
+class BestEpoch:
+    """:func:`select` (``best_val``) and :func:`epochs_since_best` of a growing history, kept up
+    to date in O(1) per epoch (a cell of thousands of tiny epochs would otherwise rescan its
+    whole history every epoch)."""
+
+    def __init__(self, history: Sequence[Metrics] = ()) -> None:
+        self.epochs = 0
+        self.selected = -1  # index of the best-scoring epoch, earliest on ties
+        self.first_best = -1  # index of the first epoch at the best validation accuracy
+        self._best: Metrics = {}
+        for metrics in history:
+            self.add(metrics)
+
+    def add(self, metrics: Metrics) -> None:
+        index, self.epochs = self.epochs, self.epochs + 1
+        if "val_accuracy" not in metrics:
+            return
+        if self.selected < 0 or score(metrics) > score(self._best):
+            if self.first_best < 0 or metrics["val_accuracy"] > self._best["val_accuracy"]:
+                self.first_best = index
+            self.selected, self._best = index, metrics
+
+    @property
+    def since_best(self) -> int:
+        return self.epochs - 1 - self.first_best
+
+
+def should_stop(config: CellConfig, history: Sequence[Metrics], n_train: int,
+                best: BestEpoch | None = None) -> bool:
     """Early stopping: ``patience`` epochs without a better validation score, once the cell
-    has made its ``min_updates``."""
+    has made its ``min_updates``. ``best``: the history's :class:`BestEpoch`, if kept."""
     if config.selection != "best_val" or config.patience <= 0:
         return False
     if len(history) < min_epochs(config, n_train):
         return False
-    return epochs_since_best(history) >= config.patience
+    since = best.since_best if best is not None else epochs_since_best(history)
+    return since >= config.patience
 
 
 def converged(config: CellConfig, history: Sequence[Metrics]) -> bool | None:
