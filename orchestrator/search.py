@@ -198,26 +198,26 @@ def run_final(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, groups: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The sweep's flags (same meaning) plus the search's own."""
-    p = sweep_cli.build_parser()
-    p.prog = "python -m orchestrator.search"
-    p.description = ("Tune alpha (and BatchMixup's temperature) per (task, ratio, strategy) on "
-                     "a validation split with Optuna TPE + ASHA, then rerun the chosen values "
-                     "on the test set with several seeds. Search and final runs share one "
-                     "MLflow experiment, separated by the tag phase=search|final.")
-    p.epilog = EPILOG
+    """The sweep's flags (shared parent parsers, same meaning) plus the search's own."""
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.search",
+        description="Tune alpha, BatchMixup's temperature and every arm's learning rate per "
+                    "(task, ratio, strategy) on a validation split with Optuna TPE + ASHA, "
+                    "then rerun the chosen values on the test set with several seeds. Search "
+                    "and final runs share one MLflow experiment, separated by the tag "
+                    "phase=search|final.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[sweep_cli.grid_flags(
+                     preset="alpha_search; the file needs a 'search:' field",
+                     seeds="same as --final-seeds",
+                     dry_run="list the search groups (with split sizes) and final cells, "
+                             "then exit"),
+                 sweep_cli.data_flags(),
+                 sweep_cli.ray_flags(resume="final phase: continue an interrupted final run "
+                                     "from its Tune state (the search phase always skips "
+                                     "groups already chosen)"),
+                 sweep_cli.tracking_flags()])
     p.set_defaults(preset="alpha_search")
-    for action in p._actions:  # noqa: SLF001 - reword the inherited help where it differs
-        if action.dest == "preset":
-            action.help = ("a sweep in search_spaces/ with a 'search:' field "
-                           "(default: alpha_search)")
-        elif action.dest == "seeds":
-            action.help = "same as --final-seeds"
-        elif action.dest == "resume":
-            action.help = ("final phase: continue an interrupted final run from its Tune "
-                           "state (the search phase always skips groups already chosen)")
-        elif action.dest == "dry_run":
-            action.help = "list the search groups (with split sizes) and final cells, then exit"
     s = p.add_argument_group("search")
     s.add_argument("--phase", choices=PHASES, default="both",
                    help="search: choose values; final: test runs with the chosen values; "

@@ -4,7 +4,7 @@ A sweep file has these fields (anything else is an error naming the file and the
 
     name: smoke                      # the MLflow experiment and the Tune run name
     description: ...                 # free text
-    tasks: [rte, banking77]          # trainers.config.TASKS
+    tasks: [rte, banking77]          # trainers.tasks.TASKS
     ratios: [0.25, 0.01]             # each in (0, 1]
     strategies: [none, batchmixup]   # names, or arms: {name, strategy, <setting>: value, ...}
     seeds: [0, 1]                    # non-negative integers
@@ -27,9 +27,10 @@ from typing import Any
 
 import yaml
 
-from trainers.config import TASKS, CellConfig, coerce
+from trainers.config import CellConfig, coerce
 from trainers.errors import ConfigError
 from trainers.strategies import STRATEGIES
+from trainers.tasks import TASKS
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 TOP_LEVEL = {"name", "description", "tasks", "ratios", "strategies", "seeds", "settings",

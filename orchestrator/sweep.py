@@ -64,6 +64,7 @@ from orchestrator.tracking import (
 from results.uris import redact_text, redact_uri
 from trainers.errors import CellError, ConfigError
 from trainers.paths import check_writable_dir
+from trainers.tasks import task_of
 
 EPILOG = """examples:
   python -m orchestrator.sweep --preset smoke --data-dir ../shared/data
@@ -76,30 +77,42 @@ exit codes: 0 every cell FINISHED, 1 some cell FAILED (see the table), 2 bad inp
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator.sweep",
-        description="Run a BatchMixup sweep: one Ray Tune trial per (task, ratio, strategy, "
-                    "seed) cell, one MLflow run per cell, then a report.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_flags(preset: str = "smoke", seeds: str = "comma-separated non-negative integers",
+               dry_run: str = "list the cells and exit") -> argparse.ArgumentParser:
+    """The flags that pick what runs (a parent parser: the sweep's and the search's)."""
+    p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("what to run")
-    g.add_argument("--preset", help=f"a sweep in search_spaces/: {', '.join(preset_names())} "
-                   "(default: smoke)")
+    g.add_argument("--preset", default=None, help=f"a sweep in search_spaces/: "
+                   f"{', '.join(preset_names())} (default: {preset})")
     g.add_argument("--sweep-file", help="path to your own sweep YAML (see search_spaces/)")
     g.add_argument("--name", help="experiment name (default: the sweep's name)")
     g.add_argument("--tasks", help="comma-separated, replaces the sweep's tasks")
     g.add_argument("--ratios", help="comma-separated, each in (0, 1]")
     g.add_argument("--strategies", help="comma-separated strategy names")
-    g.add_argument("--seeds", help="comma-separated non-negative integers")
+    g.add_argument("--seeds", help=seeds)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any cell setting, e.g. --set alpha=0.4 (repeatable)")
-    g.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    g.add_argument("--dry-run", action="store_true", help=dry_run)
+    return p
+
+
+def data_flags() -> argparse.ArgumentParser:
+    """Where the data comes from and where caches go (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
     d = p.add_argument_group("data and caches")
     d.add_argument("--data-dir", help="folder laid out like shared/data (default: "
                    "$BATCHMIXUP_DATA_DIR, else the Hugging Face hub)")
     d.add_argument("--cache-dir", help="feature/token cache; must be shared storage on a "
                    "multi-node cluster to be computed once (default: $BATCHMIXUP_CACHE_DIR or "
                    "~/.cache/batchmixup)")
+    return p
+
+
+def ray_flags(resume: str = "continue an interrupted sweep from its Tune state: finished "
+              "cells are kept, interrupted ones resume from their checkpoints"
+              ) -> argparse.ArgumentParser:
+    """Ray, resources and the experiment lock (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
     r = p.add_argument_group("Ray")
     r.add_argument("--address", help="existing cluster: auto, host:port or ray://host:port "
                    "(default: start a local Ray)")
@@ -120,10 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trial-resources", metavar="NAME=AMOUNT[,...]", help="custom Ray "
                    "resources each trial asks for, e.g. worker_node=1 to run trials only on "
                    "nodes started with ray start --resources '{\"worker_node\": 4}'")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted sweep from "
-                   "its Tune state: finished cells are kept, interrupted ones resume from "
-                   "their checkpoints. Tune state is unpickled: the storage folder must be "
-                   "yours and not writable by others, or --resume refuses it")
+    r.add_argument("--resume", action="store_true", help=f"{resume}. Tune state is "
+                   "unpickled: the storage folder must be yours and not writable by others, "
+                   "or --resume refuses it")
     r.add_argument("--allow-pending", action="store_true", help="start even if no node of "
                    "the cluster can run a trial yet (an autoscaling cluster that adds nodes on "
                    "demand); without it such a request fails at once naming what is missing")
@@ -131,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="if another sweep of the same experiment is "
                    "running against the same tracking store, wait for it to end (at most "
                    "SECONDS; no value: as long as it takes) instead of refusing")
+    return p
+
+
+def tracking_flags() -> argparse.ArgumentParser:
+    """MLflow and the report (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
     t = p.add_argument_group("tracking and report")
     t.add_argument("--tracking-uri", help="MLflow store: sqlite:///path.db or http://host:port "
                    "(default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
@@ -140,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "retrying MLflow writes at the end if the store is down (default: 600)")
     t.add_argument("--verbose", action="store_true", help="also stream the trials' own output")
     return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep",
+        description="Run a BatchMixup sweep: one Ray Tune trial per (task, ratio, strategy, "
+                    "seed) cell, one MLflow run per cell, then a report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[grid_flags(), data_flags(), ray_flags(), tracking_flags()])
 
 
 def fail(message: str) -> int:
@@ -191,18 +218,18 @@ def check_inputs(cells: list[Cell]) -> None:
     from trainers.model import check_model
     from trainers.prepare import cell_fingerprint, cell_indices, load_cell_data
 
-    for model in sorted({c.config.model for c in cells if c.config.task != "toy2d"}):
+    for model in sorted({c.config.model for c in cells if task_of(c.config).encoder}):
         check_model(model)
     seen = set()
     for cell in cells:
         c = cell.config
         key = (c.task, c.data_dir, c.train_file, c.test_file, c.none_relations)
-        if key in seen or c.task == "toy2d":
+        if key in seen or task_of(c).data_per_seed:
             continue
         seen.add(key)
         load_cell_data(c)
     for cell in cells:
-        if cell.config.has_val_split and cell.config.task != "toy2d":
+        if cell.config.has_val_split and not task_of(cell.config).data_per_seed:
             try:
                 cell_indices(cell.config, len(load_cell_data(cell.config).train))
             except CellError as exc:
@@ -307,7 +334,7 @@ def warm_caches(cells: list[Cell], resources: dict[str, float]) -> None:
 
     groups: dict[tuple, Cell] = {}
     for cell in cells:
-        if cell.config.task != "toy2d":
+        if task_of(cell.config).encoder:
             groups.setdefault(cache_group(cell.config), cell)
     if not groups:
         return

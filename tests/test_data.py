@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainers.data import (
-    TASKS,
     Example,
     TaskData,
     fewrel_text,
@@ -25,6 +24,7 @@ from trainers.data import (
     validation_split,
 )
 from trainers.errors import ConfigError, DataError
+from trainers.tasks import TASKS
 
 # ----------------------------------------------------------------------------- fixtures
 

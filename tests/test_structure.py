@@ -13,14 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainers", "orchestrator", "results", "search_spaces", "benchmarks")
 
 
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations, never imported)."""
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and getattr(node.test, "id", None) == "TYPE_CHECKING"
+               for n in ast.walk(node)}
+    return [n for n in ast.walk(tree) if id(n) not in skipped]
+
+
 def project_imports() -> dict[str, set[str]]:
-    """module -> project modules it imports (at module level or inside functions)."""
+    """module -> project modules it imports at run time (at module level or in functions)."""
     graph: dict[str, set[str]] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).glob("*.py")):
             module = f"{package}.{path.stem}" if path.stem != "__init__" else package
             found: set[str] = set()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     found |= {alias.name for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

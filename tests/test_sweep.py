@@ -185,6 +185,15 @@ BAD = [
     (["--set", "model=no-org/no-model", "--strategies", "none"], "hub is unreachable"),
     (["--set", "noequals"], "--set expects key=value"),
     (["--max-failures", "-1"], "--max-failures must be >= 0"),
+    # the budget policy's bad input: unknown settings, a patience that cannot be met, a
+    # validation split that would be empty
+    (["--set", "budget=600"], "unknown setting"),
+    (["--set", "patience=3"], "needs selection=best_val"),
+    (["--set", "selection=best_val", "--set", "patience=3", "--set", "epochs=3"],
+     "can never be met"),
+    (["--tasks", "rte", "--ratios", "0.01", "--set", "selection=best_val",
+      "--set", "val_max_fraction=0.01"], "would be empty"),
+    (["--set", "selection=best"], "unknown selection"),
 ]
 
 

@@ -17,8 +17,8 @@ from typing import Any
 from trainers.errors import ConfigError
 from trainers.precision import PRECISIONS
 from trainers.strategies import LOSSES, STRATEGIES
+from trainers.tasks import TASKS, task_of
 
-TASKS = ("rte", "banking77", "fewrel", "custom", "toy2d")
 MODES = ("finetune", "frozen")
 MIXUP_VARIANTS = ("faithful", "shared")
 POOLINGS = ("auto", "cls", "mean")
@@ -247,7 +247,7 @@ class CellConfig:
             skip |= {"mix_samples", "mixup_variant"}
         else:
             skip |= {"batchmix_points", "temperature"}
-        if self.task == "toy2d":
+        if not task_of(self).encoder:  # the task's own features (toy2d)
             skip |= {"model", "mode", "pooling", "pair_encoding", "max_length", "lr",
                      "precision", "none_relations"}
         elif self.mode == "frozen":

@@ -53,6 +53,7 @@ from trainers.errors import CellError, TrainingDiverged
 from trainers.model import CellModel
 from trainers.precision import autocast, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
+from trainers.tasks import task_of
 from trainers.updaters import UpdateContext, make_updater
 
 CHECKPOINT_FILE = "state.pt"
@@ -406,11 +407,10 @@ class CellTrainer:
             (folder / PREDICTIONS_FILE).write_text(json.dumps({
                 "split": "test", "selected_epoch": int(out["selected_epoch"]),
                 "gold": gold.tolist(), "pred": self.best_pred.tolist()}))
-        if self.config.task == "toy2d":
-            from trainers.toy2d import write_decision_grid
-
-            write_decision_grid(self.model, self.data.train_inputs, self.train_targets,
-                                checkpoint_dir / ARTIFACTS_DIR / "decision_grid.json")
+        after = task_of(self.config).after_training
+        if after is not None:  # the task's own artifacts (toy2d: its decision boundary)
+            after(self.model, self.data.train_inputs, self.train_targets,
+                  checkpoint_dir / ARTIFACTS_DIR)
         return out
 
 

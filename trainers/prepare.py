@@ -27,13 +27,13 @@ from trainers.cache import cache_key, cached, encode_rows, rows_of, tokenize
 from trainers.config import CellConfig
 from trainers.data import (
     TaskData,
-    load_task,
     resolve_data_dir,
     subsample_indices,
     validation_split,
 )
 from trainers.model import Encoder, _default_pooling, _dir_identity, load_encoder, minilm_path
 from trainers.precision import resolve_precision
+from trainers.tasks import task_of
 
 
 @dataclass
@@ -94,16 +94,12 @@ def _local_files_key(config: CellConfig) -> tuple | None:
 
 def load_cell_data(config: CellConfig) -> TaskData:
     """The task's full data (train and test) from the configured source."""
-    if config.task == "toy2d":
-        from trainers.toy2d import load_toy2d
-
-        return load_toy2d(config.seed)
-    key = _local_files_key(config)
+    task = task_of(config)
+    key = None if task.data_per_seed else _local_files_key(config)
     if key is not None and key in _LOADED:
         _LOADED.move_to_end(key)
         return _LOADED[key]
-    data = load_task(config.task, config.data_dir, none_relations=config.none_relations,
-                     train_file=config.train_file, test_file=config.test_file)
+    data = task.load(config)
     if key is not None:
         _LOADED[key] = data
         while len(_LOADED) > _LOADED_MAX:
@@ -133,10 +129,12 @@ def cell_fingerprint(config: CellConfig) -> str:
     cell has another fingerprint trains a new run; tables never average across fingerprints.
     """
     settings = config.applicable()
-    if config.task == "toy2d":
-        data = "toy2d"  # generated from the seed by trainers.toy2d
+    task = task_of(config)
+    if task.data_per_seed:
+        data = task.name  # generated from the seed (the same generator for every seed)
     else:
         data = load_cell_data(config).fingerprint()
+    if task.encoder:
         known = encoder_identity(config.model, config.pooling)
         if known is not None:
             settings["model"], settings["pooling"] = known
@@ -241,11 +239,9 @@ def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
     hits: dict[str, bool] = {}
     encoder = None
     pad_id = 0
-    if config.task == "toy2d":
-        inputs: dict[str, Any] = {
-            "train": torch.tensor([e.features for e in data.train], dtype=torch.float32),
-            "test": torch.tensor([e.features for e in data.test], dtype=torch.float32),
-        }
+    task = task_of(config)
+    if task.features is not None:  # the task's own feature vectors (toy2d)
+        inputs: dict[str, Any] = task.features(data)
     elif config.mode == "frozen":
         inputs, hits["features"] = frozen_features(config, data, device)
     else:
@@ -279,7 +275,7 @@ def warm_cache(config: CellConfig) -> dict[str, bool]:
     from trainers.device import pick_device
 
     config.validate()
-    if config.task == "toy2d":
+    if not task_of(config).encoder:
         return {}
     data = load_cell_data(config)
     if config.mode == "frozen":

@@ -23,13 +23,13 @@ from trainers.config import (
     MIXUP_VARIANTS,
     MODES,
     POOLINGS,
-    TASKS,
     CellConfig,
 )
 from trainers.errors import CellError, TrainingDiverged
 from trainers.paths import check_writable_dir
 from trainers.precision import PRECISIONS
 from trainers.strategies import LOSSES, STRATEGIES
+from trainers.tasks import TASKS
 
 HELP = {
     "task": f"task: {', '.join(TASKS)}",

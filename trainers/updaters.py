@@ -40,6 +40,7 @@ from trainers.fused_head import (
 )
 from trainers.model import CellModel
 from trainers.strategies import make_mixed_batch, mixed_loss
+from trainers.tasks import task_of
 
 PATHS = ("autograd", "fused")
 
@@ -78,7 +79,7 @@ def fusable(config: CellConfig, device: torch.device) -> bool:
     """Whether :mod:`trainers.fused_head` covers this cell: frozen features (or toy inputs) on
     CPU, strategies none/mixup/nonlinear_mixup, losses ce/soft_ce. On CUDA the head runs under
     autocast and kernel launches are asynchronous: autograd is as fast there."""
-    frozen = config.mode == "frozen" or config.task == "toy2d"
+    frozen = config.mode == "frozen" or not task_of(config).encoder
     return device.type == "cpu" and supports(config.strategy, config.resolved_loss, frozen)
 
 
