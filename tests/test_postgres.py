@@ -95,23 +95,10 @@ def test_postgresql_restarted_mid_sweep_loses_and_duplicates_nothing(via, postgr
 def test_double_launch_refused_on_postgresql(via, postgres, tmp_path, data_dir, cache_dir):
     """The one-sweep-per-experiment lock (orchestrator/lock.py) holds on PostgreSQL too: two
     launches at the same instant on a fresh database, one runs, the other refuses naming it."""
-    import socket
-
-    from tests.test_robustness import launch, one_error_line
+    from tests.test_robustness import two_launches_at_once
 
     database = postgres.new_database()
     with tracking(via, database, tmp_path / "server") as uri:
         args = sweep_args(data_dir, tmp_path, uri, "--strategies", "none", "--set", "epochs=3",
                           "--num-cpus", "2")
-        procs = [launch(args, tmp_path, cache_dir, f"launch-{i}") for i in (1, 2)]
-        codes = [p.wait(timeout=900) for p in procs]
-        logs = [(tmp_path / f"launch-{i}.log").read_text() for i in (1, 2)]
-        print("\n".join(f"--- launch {i + 1}: exit {c}\n{log[-1200:]}"
-                        for i, (c, log) in enumerate(zip(codes, logs, strict=True))))
-        assert sorted(codes) == [0, 2], logs
-        refused = logs[codes.index(2)]
-        one_error_line(refused[refused.index("error: "):])
-        assert "another sweep of experiment 'smoke' is running" in refused
-        assert f"pid {procs[codes.index(0)].pid} on {socket.gethostname()}" in refused
-        (run,) = cell_runs(uri, "smoke")
-        assert run.info.status == "FINISHED" and steps(uri, run.info.run_id) == [1, 2, 3]
+        two_launches_at_once(args, tmp_path, cache_dir, uri)
