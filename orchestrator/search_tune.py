@@ -177,7 +177,7 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
             scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs,
                                     grace_period=min(plan.grace_period, epochs),
                                     reduction_factor=plan.reduction_factor),
-            max_concurrent_trials=concurrency(args, resources, plan.num_samples),
+            max_concurrent_trials=concurrency(args, sweep, resources, plan.num_samples),
             reuse_actors=sweep_cli.reuse_actors(args),
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
@@ -233,13 +233,16 @@ def search_group(args: argparse.Namespace, sweep: Sweep, plan: SearchPlan, group
     return entry
 
 
-def concurrency(args: argparse.Namespace, resources: dict[str, float], samples: int) -> int:
-    """Trials at once: ``--max-concurrent``, else as many as the cluster's CPUs/GPUs fit.
+def concurrency(args: argparse.Namespace, sweep: Sweep, resources: dict[str, float],
+                samples: int) -> int:
+    """Trials at once: ``--max-concurrent`` (else the sweep file's ``resources``), else as many
+    as the cluster's CPUs/GPUs fit.
 
     Always explicit: without it Tune keeps a single pending trial for a search algorithm, so
     short trials would run one after the other."""
-    if args.max_concurrent:
-        return min(args.max_concurrent, samples)
+    chosen = sweep_cli.max_concurrent(args, sweep)
+    if chosen:
+        return min(chosen, samples)
     import ray
 
     total = ray.cluster_resources()

@@ -540,7 +540,7 @@ def execute(args: argparse.Namespace, sweep: Sweep, todo: list[Cell], tracker: S
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent(args, sweep),
                                         reuse_actors=reuse_actors(args),
                                         trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
@@ -564,6 +564,15 @@ def reuse_actors(args: argparse.Namespace) -> bool:
     unused). Fresh actors are placed only on live nodes.
     """
     return not args.address
+
+
+def max_concurrent(args: argparse.Namespace, sweep: Sweep) -> int | None:
+    """``--max-concurrent``, else the sweep file's ``resources.max_concurrent``, else None (as
+    many trials as resources allow)."""
+    if args.max_concurrent is not None:
+        return args.max_concurrent
+    value = sweep.resources.get("max_concurrent")
+    return int(value) if value is not None else None
 
 
 def trial_spec(cell: Cell) -> dict[str, Any]:

@@ -256,3 +256,17 @@ def test_unreachable_services_fail_fast(flags, needle, tmp_path, data_dir, capsy
     assert code == 2 and needle in err, err
     assert time.monotonic() - start < 15
     assert not Path(tmp_path / "mlflow.db").exists()
+
+
+def test_sweep_file_max_concurrent_is_honoured_and_the_flag_wins(tmp_path):
+    from orchestrator.spaces import load_sweep
+    from orchestrator.sweep import build_parser, max_concurrent
+
+    file = tmp_path / "s.yaml"
+    file.write_text("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [0]\n"
+                    "resources: {max_concurrent: 3}\n")
+    sweep = load_sweep(file)
+    assert max_concurrent(build_parser().parse_args([]), sweep) == 3
+    assert max_concurrent(build_parser().parse_args(["--max-concurrent", "1"]), sweep) == 1
+    file.write_text("tasks: [rte]\nratios: [0.5]\nstrategies: [none]\nseeds: [0]\n")
+    assert max_concurrent(build_parser().parse_args([]), load_sweep(file)) is None
