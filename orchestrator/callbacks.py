@@ -95,9 +95,8 @@ class MlflowCellCallback(Callback):
         if result.get("failure_reason"):
             state.failure = str(result["failure_reason"])
         elif "epoch" in result and not math.isnan(float(result.get("epoch", math.nan))):
-            for epoch in result.get("earlier_epochs", []):  # sent together (trainable.py)
-                self.tracker.log_epoch(cell, epoch)
-            self.tracker.log_epoch(cell, result)
+            # epochs sent together (trainable.py), logged together
+            self.tracker.log_epochs(cell, [*result.get("earlier_epochs", []), result])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if cell_of(trial) in self.skip:

@@ -55,6 +55,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "val_loss",
                  "train_loss", "updates", "epoch_seconds", "examples_per_second",
                  "trial_seconds")
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 RESULT_METRICS = ("selected_epoch", "selected_updates", "stopped_early", "converged",
                   "test_accuracy", "test_macro_f1", "test_correct", "test_examples",
                   "selected_val_accuracy", "selected_val_loss")
@@ -603,28 +604,39 @@ class SweepTracker:
     def log_epoch(self, cell: str, result: dict[str, Any]) -> bool:
         """Queue one epoch's metrics at step = epoch, unless that step is already logged; the
         final epoch's result also carries the cell's result metrics."""
+        return self.log_epochs(cell, [result]) == 1
+
+    def log_epochs(self, cell: str, results: list[dict[str, Any]]) -> int:
+        """Queue the metrics of several epochs (step = epoch) as few writes as MLflow allows
+        (``log_batch`` takes up to 1,000 metrics), skipping steps already logged; returns how
+        many epochs were new. A cell of thousands of tiny epochs is then a handful of store
+        round trips, not one per epoch."""
+        from mlflow.entities import Metric
+
         state = self.cells[cell]
-        step = int(result["epoch"])
-        if result.get("final"):
-            state.final_step = step
-        if step in state.logged_steps:
-            return False
-        state.logged_steps.add(step)
-        keys = EPOCH_METRICS + (RESULT_METRICS if result.get("final") else ())
-        metrics = {k: float(result[k]) for k in keys if k in result}
-        state.finals.update(metrics)
-        if "epoch_seconds" in metrics:
-            state.epoch_seconds.append(metrics["epoch_seconds"])
         timestamp = int(time.time() * 1000)
-
-        def write() -> None:
-            from mlflow.entities import Metric
-
-            self.client.log_batch(state.run_id, metrics=[
-                Metric(k, v, timestamp, step) for k, v in metrics.items()])
-
-        self.queue.put(f"{cell}: epoch {step}", write)
-        return True
+        rows: list[Metric] = []
+        steps: list[int] = []
+        for result in results:
+            step = int(result["epoch"])
+            if result.get("final"):
+                state.final_step = step
+            if step in state.logged_steps:
+                continue
+            state.logged_steps.add(step)
+            steps.append(step)
+            keys = EPOCH_METRICS + (RESULT_METRICS if result.get("final") else ())
+            metrics = {k: float(result[k]) for k in keys if k in result}
+            state.finals.update(metrics)
+            if "epoch_seconds" in metrics:
+                state.epoch_seconds.append(metrics["epoch_seconds"])
+            rows += [Metric(k, v, timestamp, step) for k, v in metrics.items()]
+        for start in range(0, len(rows), MAX_METRICS_PER_BATCH):
+            chunk = rows[start:start + MAX_METRICS_PER_BATCH]
+            label = f"{cell}: epochs {chunk[0].step}-{chunk[-1].step}"
+            self.queue.put(label, lambda chunk=chunk: self.client.log_batch(state.run_id,
+                                                                          metrics=chunk))
+        return len(steps)
 
     def log_params(self, cell: str, params: dict[str, Any]) -> None:
         """Queue params learnt after the run opened (e.g. the precision ``auto`` resolved to

@@ -30,3 +30,26 @@ def test_existing_runs_of_one_cell_finds_exactly_its_run(tmp_path):
     # another phase of the same experiment is a different run
     search = SweepTracker(uri, "lookup", phase="search")
     assert search.existing_runs(NAMES[0]) == {}
+
+
+def test_many_epochs_are_logged_in_few_batches_each_once(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "epochs")
+    tracker.attach("rte/0.01/none/0", 250, {"seed": "0"}, {})
+    assert tracker.queue.drain(30)
+    epochs = [{"epoch": e, "accuracy": e / 1000, "train_loss": 1 / e, "updates": e,
+               "epoch_seconds": 0.01} for e in range(1, 251)]
+    epochs[-1].update(final=1.0, test_accuracy=0.5, selected_epoch=200.0)
+    calls = tracker.queue._queued
+    assert tracker.log_epochs("rte/0.01/none/0", epochs[:100]) == 100
+    assert tracker.log_epochs("rte/0.01/none/0", epochs[50:]) == 150  # 50 already logged
+    assert tracker.queue._queued - calls == 2  # 400 and 602 metrics: one write each
+    assert tracker.queue.drain(30)
+    run_id = tracker.cells["rte/0.01/none/0"].run_id
+    history = MlflowClient(uri).get_metric_history(run_id, "accuracy")
+    assert sorted(m.step for m in history) == list(range(1, 251))
+    assert [m.step for m in MlflowClient(uri).get_metric_history(run_id, "test_accuracy")] \
+        == [250]
+    assert tracker.finish("rte/0.01/none/0") == "FINISHED"
