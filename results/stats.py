@@ -33,7 +33,6 @@ MIN_SEEDS = 3
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-_GATHER_LIMIT = 4_000_000
 """At most this many (seed, example) cells are gathered per bootstrap chunk (memory bound)."""
 
 
@@ -138,16 +137,16 @@ def paired_bootstrap(
     k, n = diffs.shape
     observed = float(diffs.mean(dtype=np.float64))
     rng = np.random.default_rng(seed)
-    values = np.empty(resamples, dtype=np.float64)
-    chunk = max(1, min(resamples, _GATHER_LIMIT // max(1, k * n)))
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        examples = rng.integers(0, n, size=(size, n))
-        seeds = rng.integers(0, k, size=(size, k))
-        # per_seed_sum[j, r]: seed j's summed difference over resample r's examples
-        per_seed_sum = diffs[:, examples].sum(axis=2, dtype=np.int64)
-        drawn = per_seed_sum[seeds, np.arange(size)[:, None]]
-        values[start:start + size] = drawn.sum(axis=1) / (k * n)
+    # Resampling n examples with replacement only matters through how many of each *kind* of
+    # example it draws: a kind is an example's column of differences over the seeds (at most
+    # 3^k kinds). The draw of kinds is multinomial with the kinds' shares, so each resample is
+    # a multinomial draw over a handful of kinds instead of n indices: the same distribution,
+    # thousands of times cheaper (the report's 75 comparisons took a minute).
+    kinds, sizes = np.unique(diffs.T, axis=0, return_counts=True)  # (K, k), (K,)
+    drawn_kinds = rng.multinomial(n, sizes / n, size=resamples)  # (B, K)
+    per_seed_sum = drawn_kinds @ kinds.astype(np.int64)  # (B, k): each seed's summed difference
+    seeds = rng.integers(0, k, size=(resamples, k))  # the seeds, with replacement
+    values = np.take_along_axis(per_seed_sum, seeds, axis=1).sum(axis=1) / (k * n)
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     hits = int(np.count_nonzero(np.abs(values - observed) >= abs(observed) - 1e-12))
