@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import math
 import os
 import socket
@@ -46,6 +47,31 @@ HEARTBEAT_S = float(os.environ.get("BATCHMIXUP_LOCK_HEARTBEAT_S", "30"))
 STALE_S = float(os.environ.get("BATCHMIXUP_LOCK_STALE_S", "300"))
 POLL_S = 10.0
 TRANSIENT_TRIES = 5
+
+
+class _Quiet(logging.Filter):
+    """Drops MLflow's own log records about store errors raised inside a lock operation on
+    this thread: the lock retries them or turns them into one ``error:`` line (a busy sqlite
+    file otherwise prints 60 lines of SQLAlchemy traceback per try)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self.local.on = True
+        try:
+            yield
+        finally:
+            self.local.on = False
+
+
+_QUIET = _Quiet()
+logging.getLogger("mlflow.store.db.utils").addFilter(_QUIET)
 
 
 class LockError(ConfigError):
@@ -154,7 +180,8 @@ class SweepLock:
         """Run a store call, retrying transient errors (sqlite 'database is locked', ...)."""
         for attempt in range(TRANSIENT_TRIES):
             try:
-                return op()
+                with _QUIET.active():
+                    return op()
             except Exception as exc:
                 if _error_code(exc) in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                     raise
@@ -282,7 +309,8 @@ class SweepLock:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                current = self.client.get_registered_model(self.name)
+                with _QUIET.active():
+                    current = self.client.get_registered_model(self.name)
                 mine = (current.tags or {}).get("token") == self.token
             except Exception as exc:  # noqa: BLE001 - store down: beat again next time
                 if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
@@ -294,7 +322,7 @@ class SweepLock:
                          "sweeps may now run the same cells")
                 self.held = False
                 return
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), _QUIET.active():
                 self.client.set_registered_model_tag(self.name, "heartbeat", str(time.time()))
 
 

@@ -46,10 +46,12 @@ def make_searcher(group: Group, plan: SearchPlan) -> Any:
             if not isinstance(suggested, dict):
                 return suggested
             self.made += 1
+            from trainers.prepare import resolved_params
+
             values = suggested["trial"]["cell"]
             config = group.config(values)
             suggested["trial"]["name"] = f"{group.key}/search-{self.made:03d}-{trial_id}"
-            suggested["trial"]["params"] = {**config.params(), "arm": group.arm,
+            suggested["trial"]["params"] = {**resolved_params(config), "arm": group.arm,
                                             "search_trial": self.made}
             return suggested
 

@@ -280,6 +280,18 @@ class CellRun:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
+# MLflow error codes that no retry can change: the request itself is wrong (e.g. a param
+# logged again with another value), not the store unreachable. Connection errors, 5xx and a
+# busy sqlite file ("database is locked": TEMPORARILY_UNAVAILABLE) stay retryable.
+PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
+                              "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"})
+
+
+def rejected(exc: BaseException) -> bool:
+    """True when the store refused a write for good (retrying would block the queue forever)."""
+    return str(getattr(exc, "error_code", "")) in PERMANENT_ERRORS
+
+
 class WriteQueue:
     """In-order MLflow writes; a failing write and everything after it wait for a retry.
 
@@ -298,6 +310,7 @@ class WriteQueue:
         self.failed_since: float | None = None
         self.retry_interval = retry_interval
         self.last_attempt = 0.0
+        self.rejected: list[str] = []  # writes the store refused for good (see rejected())
         self._init_thread_state()
 
     def _init_thread_state(self) -> None:
@@ -377,9 +390,18 @@ class WriteQueue:
                 label, op = self.pending[0]
             try:
                 op()
-            except Exception as exc:  # noqa: BLE001 - any store error means "retry later"
+            except Exception as exc:  # noqa: BLE001 - a store error means "retry later"...
                 first = redact_text(str(exc).splitlines()[0][:200]) if str(exc) else ""
                 message = f"{label}: {type(exc).__name__}: {first}"
+                if rejected(exc):  # ...unless the store refused this write for good
+                    print(f"[tracking] write rejected by the store, not retried ({message})",
+                          flush=True)
+                    with self._cond:
+                        self.rejected.append(message)
+                        self.pending.popleft()
+                        self._done += 1
+                        self._cond.notify_all()
+                    continue
                 with self._cond:
                     if self.failed_since is None:
                         self.failed_since = time.monotonic()

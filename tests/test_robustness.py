@@ -351,7 +351,7 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
     script = textwrap.dedent("""
         import argparse, json, psutil, ray
         from orchestrator.sweep import start_ray
-        start_ray(argparse.Namespace(address=None, num_cpus=1, verbose=False))
+        start_ray(argparse.Namespace(address=None, num_cpus=1, num_gpus=None, verbose=False))
         ray.get(ray.remote(lambda: 1).remote())
         me = psutil.Process()
         pids = {p.pid for p in me.children(recursive=True)} | {me.pid}
@@ -444,6 +444,27 @@ def test_two_launches_at_once_on_a_fresh_store(tmp_path, data_dir, cache_dir):
                          f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
+def pause_outside_a_write(pid: int, db: Path) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write transaction on the sqlite file ``db``: a
+    driver paused inside one would keep every other process off the store (a real second
+    launch meets a running driver, whose transactions end within milliseconds)."""
+    import sqlite3
+
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        con = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # paused mid-write: let it finish, try again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.2)
+        finally:
+            con.close()
+    raise AssertionError(f"{db} stayed locked by {pid}")
+
+
 @pytest.mark.slow
 def test_second_launch_refuses_or_waits_while_the_first_runs(tmp_path, data_dir, cache_dir):
     """Launched again while the first still runs (the '20 s later' case): refused at once
@@ -455,7 +476,7 @@ def test_second_launch_refuses_or_waits_while_the_first_runs(tmp_path, data_dir,
     third = None
     try:
         first.wait_for(r"epoch 2/6")
-        os.kill(first.proc.pid, signal.SIGSTOP)
+        pause_outside_a_write(first.proc.pid, tmp_path / "mlflow.db")
         second = run_sweep(args, tmp_path, cache_dir)
         print(f"--- second launch: exit {second.returncode}\n{second.stderr}")
         assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]

@@ -14,7 +14,8 @@ from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
 
 PARAMS = {"task", "ratio", "strategy", "seed", "arm", "model", "mode", "pooling", "head_lr",
           "epochs", "batch_size", "max_length", "selection", "min_updates", "precision",
-          "update_path", "data_source", "num_labels", "n_train", "n_test"}
+          "update_path", "data_source", "num_labels", "n_train", "n_test", "eval_split",
+          "mlp_hidden", "dropout", "weight_decay", "grad_clip", "warmup_ratio"}
 ARM_PARAMS = {"none": set(), "mixup": {"alpha", "loss", "clean_loss", "mix_samples",
                                        "mixup_variant"},
               "batchmixup": {"alpha", "loss", "clean_loss", "temperature", "batchmix_points"}}
@@ -40,7 +41,8 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
         assert run.info.status == "FINISHED"
         task, ratio, strategy, seed = run.info.run_name.split("/")
         # only the settings this arm reads, resolved (frozen MiniLM: mean pooling, no lr)
-        assert set(run.data.params) == PARAMS | ARM_PARAMS[strategy], run.data.params
+        pairs = {"pair_encoding"} if task == "rte" else set()  # frozen RTE encodes pairs
+        assert set(run.data.params) == PARAMS | ARM_PARAMS[strategy] | pairs, run.data.params
         assert run.data.params["pooling"] == "mean" and run.data.params["precision"] != "auto"
         assert run.data.params["update_path"] == ("autograd" if strategy == "batchmixup"
                                                   else "fused")

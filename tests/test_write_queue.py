@@ -89,3 +89,45 @@ def test_queue_and_tracker_pickle_without_their_thread(tmp_path):
     store = Store()
     copy.queue.put("y", store.op(1), wait=True)
     assert store.written == [1]
+
+
+def test_a_write_the_store_refuses_for_good_is_dropped_not_retried_forever(capsys):
+    """A param logged again with another value is refused by MLflow (INVALID_PARAMETER_VALUE):
+    retrying cannot help, so the queue reports it once and goes on with the later writes
+    (it used to retry it every 5 s and the sweep never ended)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    store, queue = Store(), WriteQueue(retry_interval=0.1)
+
+    def conflicting() -> None:
+        raise MlflowException("Changing param values is not allowed.",
+                              error_code=INVALID_PARAMETER_VALUE)
+
+    queue.put("a", store.op(0))
+    queue.put("params", conflicting)
+    queue.put("b", store.op(1), wait=True)
+    assert queue.wait_idle() and not queue.pending
+    assert store.written == [0, 1]
+    assert queue.rejected == ["params: MlflowException: Changing param values is not allowed."]
+    out = capsys.readouterr().out
+    assert out.count("write rejected by the store, not retried") == 1
+    assert "queued for retry" not in out
+
+
+def test_a_busy_sqlite_store_is_retried_not_dropped():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    store, queue = Store(), WriteQueue(retry_interval=0.1)
+    tries = []
+
+    def busy_then_ok() -> None:
+        tries.append(1)
+        if len(tries) < 3:
+            raise MlflowException("database is locked", error_code=TEMPORARILY_UNAVAILABLE)
+        store.written.append(7)
+
+    queue.put("busy", busy_then_ok)
+    assert queue.drain(timeout=5, interval=0.1)
+    assert store.written == [7] and len(tries) == 3 and not queue.rejected
