@@ -13,7 +13,10 @@ seconds. Policies (``--policies``, comma-separated):
 * ``policy``: the preset's policy (``--preset``, default ``cpu_table1``): whatever its
   ``selection``, ``patience``, ``min_updates`` and ``epochs`` say;
 * ``policy_last``: the policy's training split and budget, but the last epoch reported
-  (isolates what selection on validation does).
+  (isolates what selection on validation does);
+* ``policy_long``: the policy's training split (validation examples carved out, unused), the
+  last epoch of ``--long-updates`` updates: "converged" on the same data as ``policy``, so
+  ``policy`` − ``policy_long`` is what the policy's early stopping costs.
 
 Example (the measurement behind the ``cpu_table1`` policy, README "Budget policy")::
 
@@ -33,7 +36,7 @@ from typing import Any
 
 from orchestrator.spaces import load_sweep, resolve_source
 
-POLICIES = ("epochs10", "equal600", "long", "policy", "policy_last")
+POLICIES = ("epochs10", "equal600", "long", "policy", "policy_last", "policy_long")
 
 
 def policy_settings(policy: str, preset: dict[str, Any], long_updates: int) -> dict[str, Any]:
@@ -53,6 +56,9 @@ def policy_settings(policy: str, preset: dict[str, Any], long_updates: int) -> d
     if policy == "policy_last":  # same split and budget, no selection or early stopping
         return {**base, **chosen, "selection": "last", "patience": 0,
                 "eval_split": "test", "_carve": True}
+    if policy == "policy_long":  # same split, a long fixed run, last epoch
+        return {**base, **chosen, "selection": "last", "patience": 0, "epochs": 1,
+                "min_updates": long_updates, "eval_split": "test", "_carve": True}
     raise SystemExit(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
 
 
@@ -66,17 +72,24 @@ def run_one(values: dict[str, Any]) -> dict[str, float]:
     torch.set_num_threads(1)
     carve = values.pop("_carve", False)
     config = CellConfig.from_dict(values)
-    if carve:  # the policy's validation carve without selecting on it
+    if carve:  # the policy's validation carve without selecting on it: the last epoch
         config.selection = "best_val"
         config.patience = 0
-        from trainers import budget
+        from trainers import budget, loop
 
-        original = budget.select
+        original, init = budget.select, loop.CellTrainer.__init__
+
+        def test_every_epoch(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.test_every_epoch = True  # the last epoch is reported: test it
+
         budget.select = lambda history, selection: len(history) - 1  # type: ignore[assignment]
+        loop.CellTrainer.__init__ = test_every_epoch  # type: ignore[method-assign]
         try:
             result = train_cell(config, log=lambda line: None)
         finally:
             budget.select = original  # type: ignore[assignment]
+            loop.CellTrainer.__init__ = init  # type: ignore[method-assign]
     else:
         result = train_cell(config, log=lambda line: None)
     final = result.final
