@@ -54,7 +54,12 @@ def data_dir() -> Path:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the whole session (``$BATCHMIXUP_TEST_CACHE`` keeps it across sessions)."""
     keep = os.environ.get("BATCHMIXUP_TEST_CACHE")
-    path = Path(keep) if keep else tmp_path_factory.mktemp("cache")
+    if keep:
+        path = Path(keep)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):  # one cache for all workers (file-locked)
+        path = tmp_path_factory.getbasetemp().parent / "cache"
+    else:
+        path = tmp_path_factory.mktemp("cache")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["BATCHMIXUP_CACHE_DIR"] = str(path)
     return path
