@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator.store import error_code
 from results.uris import redact_text, redact_uri
 from trainers.errors import ConfigError
 
@@ -118,10 +119,6 @@ def lock_name(experiment: str) -> str:
     return PREFIX + experiment
 
 
-def _error_code(exc: Exception) -> str:
-    return str(getattr(exc, "error_code", ""))
-
-
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -183,7 +180,7 @@ class SweepLock:
                 with _QUIET.active():
                     return op()
             except Exception as exc:
-                if _error_code(exc) in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                if error_code(exc) in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                     raise
                 if attempt == TRANSIENT_TRIES - 1:
                     raise LockError(f"cannot use the sweep lock in {redact_uri(self.tracking_uri)}"
@@ -197,7 +194,7 @@ class SweepLock:
         try:
             self._retry(lambda: self.client.create_registered_model(name, tags=tags))
         except Exception as exc:
-            if _error_code(exc) == "RESOURCE_ALREADY_EXISTS":
+            if error_code(exc) == "RESOURCE_ALREADY_EXISTS":
                 return False
             raise
         return True
@@ -206,7 +203,7 @@ class SweepLock:
         try:
             self._retry(lambda: self.client.delete_registered_model(name))
         except Exception as exc:
-            if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise
 
     def holder(self) -> Holder | None:
@@ -214,7 +211,7 @@ class SweepLock:
         try:
             model = self._retry(lambda: self.client.get_registered_model(self.name))
         except Exception as exc:
-            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
         return Holder.from_tags(dict(model.tags or {}))
@@ -313,7 +310,7 @@ class SweepLock:
                     current = self.client.get_registered_model(self.name)
                 mine = (current.tags or {}).get("token") == self.token
             except Exception as exc:  # noqa: BLE001 - store down: beat again next time
-                if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                     continue
                 mine = False
             if not mine:

@@ -104,3 +104,8 @@ def prepare_store(uri: str) -> None:
     first = str(last).strip().splitlines()[0] if last and str(last).strip() else ""
     raise StoreError(f"tracking store {redact_uri(uri)} cannot be opened: "
                      f"{type(last).__name__}: {redact_text(first)[:300]}")
+
+
+def error_code(exc: BaseException) -> str:
+    """MLflow's error code of a store exception (``RESOURCE_ALREADY_EXISTS``, ...), else ""."""
+    return str(getattr(exc, "error_code", ""))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from orchestrator.store import check_db_driver
+from orchestrator.store import check_db_driver, error_code
 from results.uris import health_request, redact_text, redact_uri
 from trainers.errors import ConfigError
 
@@ -289,7 +289,7 @@ PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXIST
 
 def rejected(exc: BaseException) -> bool:
     """True when the store refused a write for good (retrying would block the queue forever)."""
-    return str(getattr(exc, "error_code", "")) in PERMANENT_ERRORS
+    return error_code(exc) in PERMANENT_ERRORS
 
 
 class WriteQueue:
