@@ -444,66 +444,47 @@ def test_two_launches_at_once_on_a_fresh_store(tmp_path, data_dir, cache_dir):
                          f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def pause_outside_a_write(pid: int, db: Path) -> None:
-    """SIGSTOP ``pid`` at a moment it holds no write transaction on the sqlite file ``db``: a
-    driver paused inside one would keep every other process off the store (a real second
-    launch meets a running driver, whose transactions end within milliseconds)."""
-    import sqlite3
-
-    for _ in range(100):
-        os.kill(pid, signal.SIGSTOP)
-        con = sqlite3.connect(db, timeout=0, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-            return
-        except sqlite3.OperationalError:  # paused mid-write: let it finish, try again
-            os.kill(pid, signal.SIGCONT)
-            time.sleep(0.2)
-        finally:
-            con.close()
-    raise AssertionError(f"{db} stayed locked by {pid}")
-
-
 @pytest.mark.slow
 def test_second_launch_refuses_or_waits_while_the_first_runs(tmp_path, data_dir, cache_dir):
     """Launched again while the first still runs (the '20 s later' case): refused at once
     naming the first; with --wait-for-lock it queues, then finds the cell FINISHED. The first
-    driver is paused (SIGSTOP) meanwhile, so "still running" does not depend on timing."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = tiny(data_dir, tmp_path, "--set", "epochs=6")
-    first = LiveSweep(args, tmp_path, cache_dir)
-    third = None
-    try:
-        first.wait_for(r"epoch 2/6")
-        pause_outside_a_write(first.proc.pid, tmp_path / "mlflow.db")
-        second = run_sweep(args, tmp_path, cache_dir)
-        print(f"--- second launch: exit {second.returncode}\n{second.stderr}")
-        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-        one_error_line(second.stderr)
-        assert f"pid {first.proc.pid} on {socket.gethostname()}" in second.stderr
-        assert "--wait-for-lock" in second.stderr
-        third = launch([*args, "--wait-for-lock"], tmp_path, cache_dir, "third")
-        deadline = time.monotonic() + 300
-        while "[lock] experiment 'smoke' is being run by" not in (tmp_path / "third.log"
-                                                                  ).read_text():
-            assert third.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "third.log").read_text()[-3000:])
-            time.sleep(0.5)
-        os.kill(first.proc.pid, signal.SIGCONT)
-        assert first.finish() == 0, "".join(first.lines)[-3000:]
-        assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
-    finally:
-        if first.proc.poll() is None:
+    driver is paused (SIGSTOP) meanwhile, so "still running" does not depend on timing; the
+    store is an ``mlflow server``, so the paused driver holds no database lock (a driver
+    paused inside a sqlite write transaction would keep every process off a sqlite file)."""
+    with mlflow_server(tmp_path / "server") as (uri, _):
+        args = tiny(data_dir, tmp_path, "--set", "epochs=6", "--tracking-uri", uri)
+        first = LiveSweep(args, tmp_path, cache_dir)
+        third = None
+        try:
+            first.wait_for(r"epoch 2/6")
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            second = run_sweep(args, tmp_path, cache_dir)
+            print(f"--- second launch: exit {second.returncode}\n{second.stderr}")
+            assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+            one_error_line(second.stderr)
+            assert f"pid {first.proc.pid} on {socket.gethostname()}" in second.stderr
+            assert "--wait-for-lock" in second.stderr
+            third = launch([*args, "--wait-for-lock"], tmp_path, cache_dir, "third")
+            deadline = time.monotonic() + 300
+            while "[lock] experiment 'smoke' is being run by" not in (tmp_path / "third.log"
+                                                                      ).read_text():
+                assert third.poll() is None and time.monotonic() < deadline, (
+                    (tmp_path / "third.log").read_text()[-3000:])
+                time.sleep(0.5)
             os.kill(first.proc.pid, signal.SIGCONT)
-            first.kill_all()
-        if third is not None and third.poll() is None:
-            third.kill()
-    log = (tmp_path / "third.log").read_text()
-    print(f"--- third launch (--wait-for-lock):\n{log[-1500:]}")
-    assert "1 already FINISHED" in log and "epoch 1/6" not in log
-    (run,) = cell_runs(uri, "smoke")
-    assert steps(uri, run.info.run_id) == list(range(1, 7))
+            assert first.finish() == 0, "".join(first.lines)[-3000:]
+            assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
+        finally:
+            if first.proc.poll() is None:
+                os.kill(first.proc.pid, signal.SIGCONT)
+                first.kill_all()
+            if third is not None and third.poll() is None:
+                third.kill()
+        log = (tmp_path / "third.log").read_text()
+        print(f"--- third launch (--wait-for-lock):\n{log[-1500:]}")
+        assert "1 already FINISHED" in log and "epoch 1/6" not in log
+        (run,) = cell_runs(uri, "smoke")
+        assert steps(uri, run.info.run_id) == list(range(1, 7))
     assert len(list((tmp_path / "ray" / "smoke").glob("banking77_0.01_none_0_*"))) == 1
 
 
