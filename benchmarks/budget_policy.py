@@ -53,12 +53,12 @@ def policy_settings(policy: str, preset: dict[str, Any], long_updates: int) -> d
     chosen = {k: preset[k] for k in keys if k in preset}
     if policy == "policy":
         return {**base, **chosen}
+    last = {**base, **chosen, "selection": "last", "patience": 0, "eval_split": "test",
+            "_carve": True}
     if policy == "policy_last":  # same split and budget, no selection or early stopping
-        return {**base, **chosen, "selection": "last", "patience": 0,
-                "eval_split": "test", "_carve": True}
+        return last
     if policy == "policy_long":  # same split, a long fixed run, last epoch
-        return {**base, **chosen, "selection": "last", "patience": 0, "epochs": 1,
-                "min_updates": long_updates, "eval_split": "test", "_carve": True}
+        return {**last, "epochs": 1, "min_updates": long_updates}
     raise SystemExit(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
 
 
