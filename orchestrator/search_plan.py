@@ -12,11 +12,23 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.spaces import Sweep, SweepError
-from trainers.config import CellConfig
+from trainers.config import FIELD_TYPES, CellConfig
 from trainers.errors import ConfigError
+from trainers.schema import (
+    Count,
+    Flag,
+    Number,
+    OpenShare,
+    PositiveInt,
+    Text,
+    bounds_of,
+    problem,
+)
 from trainers.strategies import STRATEGIES
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
@@ -30,36 +42,44 @@ FIXED = {"task", "ratio", "strategy", "seed", "eval_split", "selection", "val_fr
 """Settings a search space may not vary (the cell identity, the split, paths). The budget
 (``epochs``, ``min_updates``, ``patience``) and the learning rates may be searched, for every
 arm including ``none``."""
-SEARCH_DEFAULTS: dict[str, Any] = {
-    "num_samples": 16, "seed": 0, "sampler_seed": 0, "startup_trials": 5,
-    "include_default": True, "grace_period": 1, "reduction_factor": 3,
-    "min_val_examples": 30, "max_val_fraction": 0.4, "space": None,
-}
 SELECTION_RULE = ("highest val_accuracy (at the trial's selected epoch; at its last epoch "
                   "for trials ASHA stopped) among trials that ran to their own end (all trials "
                   "if none did), ties: higher val_macro_f1, then earlier trial")
-
-
 
 class LeakageError(SweepError):
     """A search cell would be scored on the test split."""
 
 
-
-
 # --------------------------------------------------------------------------- the search plan
 
 
-@dataclass(frozen=True)
-class SearchParam:
-    """One searched setting: its distribution and the strategies it applies to."""
+class SearchParam(BaseModel):
+    """One searched setting (an entry of ``search.space``): its distribution and the
+    strategies it applies to. ``name`` comes from the entry's key."""
 
-    name: str
-    distribution: str
-    low: float | None = None
-    high: float | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Text = ""
+    distribution: Literal[DISTRIBUTIONS]
+    low: Number | None = None
+    high: Number | None = None
     values: tuple[Any, ...] = ()
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: Annotated[tuple[Literal[STRATEGIES], ...], Field(min_length=1)] = STRATEGIES
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.distribution == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.distribution} needs 'low' and 'high' numbers")
+        if not self.low < self.high or (self.distribution == "loguniform" and self.low <= 0):
+            raise ValueError(f"need {'0 < ' if self.distribution == 'loguniform' else ''}low "
+                             f"< high, got low={self.low:g}, high={self.high:g}")
+        if self.distribution == "randint" and not (self.low.is_integer()
+                                                   and self.high.is_integer()):
+            raise ValueError("randint bounds must be integers")
+        return self
 
     def domain(self) -> Any:
         from ray import tune
@@ -83,20 +103,47 @@ class SearchParam:
         return f"{self.distribution}({self.low:g}, {self.high:g})"
 
 
-@dataclass(frozen=True)
-class SearchPlan:
-    """The validated ``search:`` field of a sweep file (see search_spaces/alpha_search.yaml)."""
+SEARCHABLE = tuple(sorted(set(FIELD_TYPES) - FIXED))
 
-    num_samples: int
-    seed: int
-    sampler_seed: int
-    startup_trials: int
-    include_default: bool
-    grace_period: int
-    reduction_factor: float
-    min_val_examples: int
-    max_val_fraction: float
-    params: tuple[SearchParam, ...]
+
+class SearchPlan(BaseModel):
+    """The validated ``search:`` field of a sweep file (see search_spaces/alpha_search.yaml).
+
+    Attributes:
+        num_samples: trials per (task, ratio, arm) group.
+        seed: the cell seed of every search trial.
+        sampler_seed, startup_trials: Optuna TPE's seed and its random trials before it
+            models the results.
+        include_default: the first trial evaluates the sweep's own values.
+        grace_period, reduction_factor: ASHA's epochs before a trial can be stopped, and the
+            share it keeps at each rung (1 / reduction_factor).
+        min_val_examples, max_val_fraction: the validation split's floor and cap.
+        space: the searched settings by name (any CellConfig field but :data:`FIXED`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    num_samples: PositiveInt = 16
+    seed: Count = 0
+    sampler_seed: Count = 0
+    startup_trials: Count = 5
+    include_default: Flag = True
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[Number, Field(gt=1)] = 3.0
+    min_val_examples: PositiveInt = 30
+    max_val_fraction: OpenShare = 0.4
+    space: Annotated[dict[Literal[SEARCHABLE], SearchParam], Field(min_length=1)]
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _named(cls, space: Any) -> Any:
+        if not isinstance(space, dict):
+            return space
+        return {name: {**spec, "name": name} if isinstance(spec, dict) else spec
+                for name, spec in space.items()}
+
+    @property
+    def params(self) -> tuple[SearchParam, ...]:
+        return tuple(self.space.values())
 
     def space_for(self, strategy: str) -> tuple[SearchParam, ...]:
         """The searched settings that apply to ``strategy`` (listed for it, and read by it:
@@ -115,86 +162,43 @@ def applies(setting: str, strategy: str) -> bool:
 
 
 def parse_plan(sweep: Sweep, args: argparse.Namespace) -> SearchPlan:
-    """Validate ``sweep.search`` (with CLI overrides); errors name the file and the field."""
-    src = sweep.source
+    """Validate ``sweep.search`` (with the CLI's ``--num-samples``, ``--search-seed``); errors
+    name the file and the field."""
     raw = dict(sweep.search)
-    unknown = sorted(set(raw) - set(SEARCH_DEFAULTS))
-    if unknown:
-        raise SweepError(f"{src}: field 'search': unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(sorted(SEARCH_DEFAULTS))}")
-    values = {**SEARCH_DEFAULTS, **raw}
     if args.num_samples is not None:
-        values["num_samples"] = args.num_samples
+        raw["num_samples"] = args.num_samples
     if args.search_seed is not None:
-        values["seed"] = args.search_seed
-
-    def integer(key: str, low: int) -> int:
-        value = values[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise SweepError(f"{src}: field 'search.{key}' must be an integer >= {low}, "
-                             f"got {value!r}")
-        return value
-
-    rf = values["reduction_factor"]
-    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not rf > 1:
-        raise SweepError(f"{src}: field 'search.reduction_factor' must be a number > 1")
-    mvf = values["max_val_fraction"]
-    if isinstance(mvf, bool) or not isinstance(mvf, (int, float)) or not 0 < mvf < 1:
-        raise SweepError(f"{src}: field 'search.max_val_fraction' must be in (0, 1)")
-    if not isinstance(values["include_default"], bool):
-        raise SweepError(f"{src}: field 'search.include_default' must be true or false")
-    if not isinstance(values["space"], dict) or not values["space"]:
-        raise SweepError(f"{src}: field 'search.space' must map setting names to "
-                         "distributions, e.g. alpha: {distribution: loguniform, low: 0.05, "
-                         "high: 4}")
-    return SearchPlan(
-        num_samples=integer("num_samples", 1), seed=integer("seed", 0),
-        sampler_seed=integer("sampler_seed", 0), startup_trials=integer("startup_trials", 0),
-        include_default=values["include_default"], grace_period=integer("grace_period", 1),
-        reduction_factor=float(rf), min_val_examples=integer("min_val_examples", 1),
-        max_val_fraction=float(mvf),
-        params=tuple(_param(src, name, spec) for name, spec in values["space"].items()))
+        raw["seed"] = args.search_seed
+    try:
+        return SearchPlan.model_validate(raw)
+    except ValidationError as exc:
+        raise SweepError(f"{sweep.source}: {_plan_problem(exc)}") from None
 
 
-def _param(src: str, name: str, spec: Any) -> SearchParam:
-    where = f"{src}: field 'search.space.{name}'"
-    known = {f.name for f in dataclasses.fields(CellConfig)}
-    if name not in known or name in FIXED:
-        raise SweepError(f"{where}: not a searchable setting (searchable: "
-                         f"{', '.join(sorted(known - FIXED))})")
-    if not isinstance(spec, dict):
-        raise SweepError(f"{where}: expected a mapping with 'distribution'")
-    extra = sorted(set(spec) - {"distribution", "low", "high", "values", "strategies"})
-    if extra:
-        raise SweepError(f"{where}: unknown key(s) {', '.join(extra)}")
-    dist = spec.get("distribution")
-    if dist not in DISTRIBUTIONS:
-        raise SweepError(f"{where}: distribution must be one of {', '.join(DISTRIBUTIONS)}, "
-                         f"got {dist!r}")
-    kwargs: dict[str, Any] = {}
-    if "strategies" in spec:
-        strategies = spec["strategies"]
-        if (not isinstance(strategies, list) or not strategies
-                or any(s not in STRATEGIES for s in strategies)):
-            raise SweepError(f"{where}: strategies must be a non-empty list of "
-                             f"{', '.join(STRATEGIES)}")
-        kwargs["strategies"] = tuple(strategies)
-    if dist == "choice":
-        choices = spec.get("values")
-        if not isinstance(choices, list) or not choices:
-            raise SweepError(f"{where}: a choice needs a non-empty 'values' list")
-        return SearchParam(name, dist, values=tuple(choices), **kwargs)
-    low, high = spec.get("low"), spec.get("high")
-    for label, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise SweepError(f"{where}: '{label}' must be a number, got {value!r}")
-    if not low < high or (dist == "loguniform" and low <= 0):
-        raise SweepError(f"{where}: need {'0 < ' if dist == 'loguniform' else ''}low < high, "
-                         f"got low={low!r}, high={high!r}")
-    if dist == "randint" and not (float(low).is_integer() and float(high).is_integer()):
-        raise SweepError(f"{where}: randint bounds must be integers")
-    return SearchParam(name, dist, low=float(low), high=float(high), **kwargs)
+_BOUNDS = {name: bounds_of(info) for model in (SearchPlan, SearchParam)
+           for name, info in model.model_fields.items()}
+
+
+def _plan_problem(exc: ValidationError) -> str:
+    """Pydantic's first error in the ``search`` field as ``field 'search.<...>': <what>``."""
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(str(p) for p in error["loc"])
+    names = [p for p in loc if not p.isdigit() and p != "[key]"]
+    where = "search" + "".join(f".{p}" for p in names[:2] if p != error.get("input"))
+    if loc[:1] == ("space",) and loc[2:3] == ("[key]",):
+        return (f"field 'search.space.{loc[1]}': not a searchable setting (searchable: "
+                f"{', '.join(SEARCHABLE)})")
+    if error["type"] == "missing" and loc == ("space",):
+        return ("field 'search.space' must map setting names to distributions, e.g. alpha: "
+                "{distribution: loguniform, low: 0.05, high: 4}")
+    if error["type"] == "extra_forbidden":
+        model = SearchParam if len(loc) > 1 else SearchPlan
+        allowed = sorted(set(model.model_fields) - {"name"})
+        return (f"field '{'.'.join(['search', *loc[:-1]])}': unknown key {loc[-1]}; "
+                f"allowed: {', '.join(allowed)}")
+    name = "strategy" if names[-1:] == ["strategies"] else names[-1] if names else None
+    _, text = problem(exc, name, _BOUNDS.get(names[-1]) if names else None)
+    return f"field '{where}': {text}"
 
 
 # --------------------------------------------------------------------------- groups

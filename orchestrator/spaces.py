@@ -21,22 +21,30 @@ starts, so a bad value anywhere in the grid stops the sweep with exit code 2.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from trainers.config import CellConfig, coerce
+from trainers.config import FIELD_TYPES, CellConfig, check_setting, parse_setting
 from trainers.errors import ConfigError
+from trainers.schema import Count, NonNegative, PositiveInt, Ratio, Text, bounds_of, problem
 from trainers.strategies import STRATEGIES
 from trainers.tasks import TASKS
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-TOP_LEVEL = {"name", "description", "tasks", "ratios", "strategies", "seeds", "settings",
-             "strategy_settings", "resources", "search"}
 CELL_AXES = {"task", "ratio", "strategy", "seed"}
-RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 
 
 class SweepError(ConfigError):
@@ -122,14 +130,146 @@ def resolve_source(preset: str | None, path: str | None) -> Path:
     return file
 
 
+# --------------------------------------------------------------------------- the schema
+def _plain_name(value: str) -> str:
+    """The experiment name: also a folder name under --storage-path and results/, so no path
+    separators, no '..', nothing a shell or a filesystem treats specially."""
+    if (not value or value.strip() != value or value.startswith(".") or ".." in value
+            or any(c in value for c in "/\\:*?\"<>|'") or not value.isprintable()):
+        raise ValueError(f"must be a plain name (letters, digits, '-', '_', '.'; no '/' or "
+                         f"'..'), got {value!r}")
+    return value
+
+
+def _arm_name(value: str) -> str:
+    if "/" in value or ".." in value:
+        raise ValueError(f"name {value!r} contains '/' or '..'")
+    return value
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"has duplicates: {values}")
+    return values
+
+
+def _text_settings(values: Any) -> Any:
+    """Command-line text (``--set epochs=5``) parsed for its field; other values as given."""
+    if isinstance(values, dict):
+        return {k: parse_setting(k, v) if k in FIELD_TYPES else v for k, v in values.items()}
+    return values
+
+
+_SETTING_FIELDS: dict[str, Any] = {
+    name: (annotation, None) for name, annotation in FIELD_TYPES.items()
+    if name not in CELL_AXES}
+Settings = create_model(
+    "Settings", __config__=ConfigDict(extra="forbid"),
+    __validators__={"_text": model_validator(mode="before")(lambda v: _text_settings(v))},
+    **_SETTING_FIELDS)
+"""CellConfig overrides (``settings``, ``strategy_settings.<s>``, ``--set``): every field but
+the cell's axes, each with its own type and range; only the ones given count."""
+
+
+class ArmSpec(Settings):
+    """One entry of ``strategies``: a strategy name, or a mapping ``{name, strategy, <setting>:
+    value, ...}``."""
+
+    name: Annotated[Text, AfterValidator(_arm_name)] | None = None
+    strategy: Literal[STRATEGIES]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"strategy": value} if isinstance(value, str) else value
+
+    def arm(self) -> Arm:
+        settings = self.model_dump(exclude_unset=True, exclude={"name", "strategy"})
+        return Arm(self.name or self.strategy, self.strategy, settings)
+
+
+class Resources(BaseModel):
+    """``resources``: what each trial asks for and how many run at once (the CLI flags
+    ``--cpus-per-trial``, ``--gpus-per-trial``, ``--max-concurrent`` override them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpus_per_trial: NonNegative | None = None
+    gpus_per_trial: NonNegative | None = None
+    max_concurrent: PositiveInt | None = None
+
+
+def _non_empty(item: Any) -> Any:
+    return Annotated[list[item], Field(min_length=1)]
+
+
+class SweepFile(BaseModel):
+    """A sweep file (see the module docstring); strict, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[Text, AfterValidator(_plain_name)] | None = None
+    description: Text = ""
+    tasks: Annotated[_non_empty(Literal[TASKS]), AfterValidator(_unique)]
+    ratios: _non_empty(Ratio)
+    strategies: _non_empty(ArmSpec)
+    seeds: Annotated[_non_empty(Count), AfterValidator(_unique)]
+    settings: Settings = Field(default_factory=Settings)
+    strategy_settings: dict[Literal[STRATEGIES], Settings] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    search: dict[str, Any] = Field(default_factory=dict)
+    """Read by :func:`orchestrator.search_plan.parse_plan` (its own schema)."""
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_arms(cls, arms: list[ArmSpec]) -> list[ArmSpec]:
+        _unique([a.name or a.strategy for a in arms])
+        return arms
+
+
+ITEM_NAMES = {"tasks": "task", "ratios": "ratio", "seeds": "seed"}
+_BOUNDS = {"ratios": bounds_of(Ratio), "seeds": bounds_of(Count), **{
+    name: bounds_of(info) for name, info in Resources.model_fields.items()},
+    **{name: bounds_of(kind) for name, kind in FIELD_TYPES.items()}}
+
+
+def _schema_error(exc: ValidationError, where: dict[str, str], source: str) -> SweepError:
+    """Pydantic's first error as one line naming the flag or the file's field
+    (``field 'strategy_settings.mixup.alpha'``, ``field 'strategies[1].alpha'``)."""
+    error = exc.errors(include_url=False)[0]
+    loc, kind = tuple(error["loc"]), error["type"]
+    top = str(loc[0]) if loc else ""
+    if kind == "extra_forbidden" and len(loc) == 1:
+        return SweepError(f"{source}: unknown field(s) {top}; allowed: "
+                          f"{', '.join(sorted(SweepFile.model_fields))}")
+    if top in ITEM_NAMES and len(loc) == 2:  # one item of a plain list
+        _, text = problem(exc, ITEM_NAMES[top], _BOUNDS.get(top))
+        return SweepError(f"{where[top]}: {text if text.startswith('unknown') else 'each ' + text}")
+    path = top + "".join(f"[{p}]" if isinstance(p, int) else "" if p == "[key]" else f".{p}"
+                         for p in loc[1:])
+    label = where.get(top) if len(loc) == 1 else f"{source}: field '{path}'"
+    key = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        allowed = Resources.model_fields if top == "resources" else _SETTING_FIELDS
+        if key in CELL_AXES:
+            return SweepError(f"{label}: set {key} through the '{key}s' list")
+        return SweepError(f"{label}: unknown setting; allowed: {', '.join(sorted(allowed))}")
+    if kind == "literal_error" and top == "strategy_settings":
+        return SweepError(f"{source}: field 'strategy_settings.{error['input']}': unknown "
+                          f"strategy; allowed: {', '.join(STRATEGIES)}")
+    _, text = problem(exc, None, _BOUNDS.get(key))
+    if kind == "missing" or (kind == "value_error" and text.startswith(("has ", "must "))):
+        return SweepError(f"{label} {text.removeprefix(key + ' ')}")
+    return SweepError(f"{label}: {text}")
+
+
 def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
     """Read, override and validate a sweep file.
 
     Args:
         file: the YAML file.
         overrides: ``tasks``, ``ratios``, ``strategies``, ``seeds`` (lists, replacing the
-            file's), ``settings`` (a dict merged over the file's), ``name``. An error in an
-            override names its flag (``--tasks``, ``--set``, ...), not the file.
+            file's), ``settings`` (a dict merged over the file's, already checked by
+            :func:`parse_set`), ``name``. An error in an override names its flag
+            (``--tasks``, ``--set``, ...), not the file.
     """
     source = str(file)
     try:
@@ -138,31 +278,31 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
         raise SweepError(f"{source}: cannot read YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - TOP_LEVEL)
-    if unknown:
-        raise SweepError(f"{source}: unknown field(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(sorted(TOP_LEVEL))}")
     overrides = overrides or {}
-    where = {key: f"{source}: field '{key}'" for key in TOP_LEVEL}
+    where = {key: f"{source}: field '{key}'" for key in SweepFile.model_fields}
     for key in ("tasks", "ratios", "strategies", "seeds", "name"):
         if overrides.get(key) is not None:
             raw[key] = overrides[key]
             where[key] = f"--{key}"
-    file_settings = _settings(source, "settings",
-                              dict(_mapping(source, "settings", raw.get("settings", {}))))
+    try:
+        spec = SweepFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _schema_error(exc, where, source) from None
+    file_settings = spec.settings.model_dump(exclude_unset=True)
     extra = overrides.get("settings") or {}
     sweep = Sweep(
-        name=_name(where["name"], raw.get("name", file.stem)),
-        description=str(raw.get("description", "")),
+        name=spec.name or _name(where["name"], file.stem),
+        description=spec.description,
         source=source,
-        tasks=_tasks(where["tasks"], raw.get("tasks")),
-        ratios=_ratios(where["ratios"], raw.get("ratios")),
-        arms=_arms(source, where["strategies"], raw.get("strategies")),
-        seeds=_seeds(where["seeds"], raw.get("seeds")),
-        settings={**file_settings, **_settings("--set", "", extra)},
-        strategy_settings=_strategy_settings(source, raw.get("strategy_settings", {})),
-        resources=_resources(source, raw.get("resources", {})),
-        search=dict(_mapping(source, "search", raw.get("search", {}))),
+        tasks=list(spec.tasks),
+        ratios=[float(r) for r in spec.ratios],
+        arms=[a.arm() for a in spec.strategies],
+        seeds=list(spec.seeds),
+        settings={**file_settings, **extra},
+        strategy_settings={k: v.model_dump(exclude_unset=True)
+                           for k, v in spec.strategy_settings.items()},
+        resources=spec.resources.model_dump(exclude_none=True),
+        search=spec.search,
     )
     _check_settings(sweep, file_settings, extra)
     # Per-strategy settings are checked even for strategies the grid (or --strategies) omits.
@@ -175,164 +315,56 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
     return sweep
 
 
+def _name(where: str, value: str) -> str:
+    try:
+        return _plain_name(value)
+    except ValueError as exc:
+        raise SweepError(f"{where} {exc}") from None
+
+
 def _check_settings(sweep: Sweep, file_settings: dict[str, Any], extra: dict[str, Any]) -> None:
     """Validate the shared settings, blaming the file's 'settings' or the overrides (--set)."""
-    def problem(values: dict[str, Any]) -> str | None:
+    def problem_of(values: dict[str, Any]) -> str | None:
         try:
             CellConfig.from_dict({**values, "task": sweep.tasks[0]}).validate()
         except ConfigError as exc:
             return str(exc)
         return None
 
-    combined = problem({**file_settings, **extra})
+    combined = problem_of({**file_settings, **extra})
     if combined is None:
         return
-    if problem(file_settings) == combined or not extra:
+    if problem_of(file_settings) == combined or not extra:
         raise SweepError(f"{sweep.source}: field 'settings': {combined}")
     for key, value in extra.items():  # the override that alone brings the error
-        if problem({**file_settings, key: value}) == combined:
+        if problem_of({**file_settings, key: value}) == combined:
             shown = format(value, "g") if isinstance(value, float) else value
             raise SweepError(f"--set {key}={shown}: {combined}")
     raise SweepError(f"--set: {combined}")
 
 
-# ---------------------------------------------------------------------- field validators
-def _list(where: str, value: Any) -> list[Any]:
-    if value is None:
-        raise SweepError(f"{where} is required")
-    if not isinstance(value, list) or not value:
-        raise SweepError(f"{where} must be a non-empty list, got {value!r}")
-    return value
-
-
-def _mapping(source: str, name: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SweepError(f"{source}: field '{name}' must be a mapping, got {value!r}")
-    return value
-
-
-def _name(where: str, value: Any) -> str:
-    """The experiment name: also a folder name under --storage-path and results/, so no path
-    separators, no '..', nothing a shell or a filesystem treats specially."""
-    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-    if (not text or text.strip() != text or text.startswith(".") or ".." in text
-            or any(c in text for c in "/\\:*?\"<>|'") or not text.isprintable()):
-        raise SweepError(f"{where} must be a plain name (letters, digits, '-', '_', '.'; no "
-                         f"'/' or '..'), got {value!r}")
-    return text
-
-
-def _tasks(where: str, value: Any) -> list[str]:
-    tasks = _list(where, value)
-    for task in tasks:
-        if task not in TASKS:
-            raise SweepError(f"{where}: unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    return [str(t) for t in tasks]
-
-
-def _ratios(where: str, value: Any) -> list[float]:
-    out = []
-    for ratio in _list(where, value):
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise SweepError(f"{where}: each ratio must be a number in (0, 1], got {ratio!r}")
-        out.append(float(ratio))
-    return out
-
-
-def _seeds(where: str, value: Any) -> list[int]:
-    seeds = _list(where, value)
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise SweepError(f"{where}: each seed must be a non-negative integer, got {seed!r}")
-    if len(set(seeds)) != len(seeds):
-        raise SweepError(f"{where} has duplicates: {seeds}")
-    return list(seeds)
-
-
-def _settings(source: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
-    """Check the keys and the type of each value (strict: no bool from 0.7, no int from 2.0).
-
-    ``source`` "--set" with an empty ``name`` labels errors as ``--set key=value``."""
-    known = {f.name: f for f in fields(CellConfig)}
-    out = {}
-    for key, item in value.items():
-        label = f"--set {key}={item}" if source == "--set" else f"{source}: field '{name}.{key}'"
-        if key in CELL_AXES:
-            raise SweepError(f"{label}: set {key} through the '{key}s' list (or --{key}s)")
-        if key not in known:
-            raise SweepError(f"{label}: unknown setting; allowed: "
-                             f"{', '.join(sorted(set(known) - CELL_AXES))}")
-        try:
-            out[key] = coerce(key, item, known[key].type)
-        except ConfigError as exc:
-            raise SweepError(f"{label}: {exc}") from None
-    return out
-
-
-def _arms(source: str, where: str, value: Any) -> list[Arm]:
-    arms = []
-    for entry in _list(where, value):
-        if isinstance(entry, str):
-            arm = Arm(entry, entry)
-        elif isinstance(entry, dict) and "strategy" in entry:
-            extra = {k: v for k, v in entry.items() if k not in {"name", "strategy"}}
-            arm = Arm(str(entry.get("name", entry["strategy"])), str(entry["strategy"]),
-                      _settings(source, f"strategies.{entry.get('name', '?')}", extra))
-        else:
-            raise SweepError(f"{where}: each entry is a strategy name or a mapping with "
-                             f"'strategy', got {entry!r}")
-        if arm.strategy not in STRATEGIES:
-            raise SweepError(f"{where}: unknown strategy {arm.strategy!r}; allowed: "
-                             f"{', '.join(STRATEGIES)}")
-        if "/" in arm.name or ".." in arm.name:
-            raise SweepError(f"{where}: name {arm.name!r} contains '/' or '..'")
-        arms.append(arm)
-    names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise SweepError(f"{where} has duplicate names: {names}")
-    return arms
-
-
-def _strategy_settings(source: str, value: Any) -> dict[str, dict[str, Any]]:
-    out = {}
-    for strategy, settings in _mapping(source, "strategy_settings", value).items():
-        if strategy not in STRATEGIES:
-            raise SweepError(f"{source}: field 'strategy_settings.{strategy}': unknown "
-                             f"strategy; allowed: {', '.join(STRATEGIES)}")
-        out[strategy] = _settings(source, f"strategy_settings.{strategy}",
-                                  _mapping(source, f"strategy_settings.{strategy}", settings))
-    return out
-
-
-def _resources(source: str, value: Any) -> dict[str, float]:
-    out = {}
-    for key, amount in _mapping(source, "resources", value).items():
-        if key not in RESOURCE_KEYS:
-            raise SweepError(f"{source}: field 'resources.{key}': unknown; allowed: "
-                             f"{', '.join(sorted(RESOURCE_KEYS))}")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise SweepError(f"{source}: field 'resources.{key}' must be a number >= 0")
-        if key == "max_concurrent" and (not isinstance(amount, int) or amount < 1):
-            raise SweepError(f"{source}: field 'resources.max_concurrent' must be an integer "
-                             ">= 1")
-        out[key] = float(amount)
-    return out
-
-
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``--set key=value`` pairs -> dict of typed values.
 
-    Each value is parsed for its CellConfig field here (strictly: ``epochs=2.5`` and
-    ``clean_loss=0.7`` are errors), so a bad value is blamed on ``--set key=value``."""
+    Each value is parsed and checked for its CellConfig field here (strictly: ``epochs=2.5``
+    and ``clean_loss=0.7`` are errors), so a bad value is blamed on ``--set key=value``."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip().replace("-", "_")
+        label = f"--set {item.strip()}"
+        if not sep or not key:
             raise SweepError(f"--set expects key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = value.strip()
-    return _settings("--set", "", out)
+        if key in CELL_AXES:
+            raise SweepError(f"{label}: set {key} through the '{key}s' list (or --{key}s)")
+        if key not in _SETTING_FIELDS:
+            raise SweepError(f"{label}: unknown setting; allowed: "
+                             f"{', '.join(sorted(_SETTING_FIELDS))}")
+        try:
+            out[key] = check_setting(key, value.strip())
+        except ConfigError as exc:
+            raise SweepError(f"{label}: {exc}") from None
+    return out
 
 
 def parse_list(flag: str, text: str | None, kind: type) -> list[Any] | None:

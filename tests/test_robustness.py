@@ -114,7 +114,7 @@ STRICT_FILES = [
     ("settings: {alpha: yes}\n", "alpha must be of type float, got True"),
     ("strategy_settings: {mixup: {mix_samples: 1.5}}\n",
      "field 'strategy_settings.mixup.mix_samples'"),
-    ("settings: {epochs: 0}\n", "field 'settings': epochs must be an integer >= 1"),
+    ("settings: {epochs: 0}\n", "field 'settings.epochs': epochs must be an integer >= 1"),
     ("name: ../escaped\n", "field 'name' must be a plain name"),
 ]
 

@@ -114,9 +114,9 @@ def test_callback_drops_test_metrics_and_finishes_early_stopped_trials(tmp_path)
     tracker = SweepTracker(uri, "cb", phase="search")
     base = CellConfig(task="banking77", ratio=0.05, strategy="batchmixup", epochs=3,
                       eval_split="val").to_dict()
+    alpha = sp.SearchParam(name="alpha", distribution="loguniform", low=0.1, high=2)
     group = sp.Group("banking77/0.05/batchmixup", "banking77", 0.05, "batchmixup",
-                         "batchmixup", base, (sp.SearchParam("alpha", "loguniform", 0.1, 2),),
-                         400, 100)
+                     "batchmixup", base, (alpha,), 400, 100)
     callback = search_tune.search_callback_class()(tracker, group, parent_run_id="p" * 32)
 
     def trial(k: int) -> SimpleNamespace:
@@ -149,7 +149,8 @@ def test_callback_drops_test_metrics_and_finishes_early_stopped_trials(tmp_path)
 def test_searcher_ignores_failure_reports_and_names_trials():
     base = CellConfig(task="banking77", ratio=0.05, strategy="mixup", eval_split="val").to_dict()
     group = sp.Group("banking77/0.05/mixup", "banking77", 0.05, "mixup", "mixup", base,
-                         (sp.SearchParam("alpha", "loguniform", 0.1, 2.0),), 400, 100)
+                         (sp.SearchParam(name="alpha", distribution="loguniform", low=0.1,
+                                         high=2.0),), 400, 100)
     plan = sp.parse_plan(load_sweep(resolve_source("alpha_search", None)),
                              search.build_parser().parse_args([]))
     searcher = search_tune.make_searcher(group, plan)

@@ -7,15 +7,32 @@ file, and :meth:`CellConfig.params` is what gets logged.
 
 from __future__ import annotations
 
-import math
-import numbers
+import functools
 import os
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from trainers.errors import ConfigError
 from trainers.precision import PRECISIONS
+from trainers.schema import (
+    Count,
+    Flag,
+    NonNegative,
+    OpenShare,
+    PathText,
+    Positive,
+    PositiveInt,
+    Ratio,
+    Share,
+    Text,
+    bounds_of,
+    from_text,
+    problem,
+)
 from trainers.strategies import LOSSES, STRATEGIES
 from trainers.tasks import TASKS, task_of
 
@@ -26,6 +43,7 @@ PAIR_ENCODINGS = ("siamese", "joint")
 EVAL_SPLITS = ("test", "val")
 SELECTIONS = ("last", "best_val")
 DEVICES = ("auto", "cpu", "cuda")
+LOSS_CHOICES = (*LOSSES, "auto")
 
 # Default loss of the label-vector strategies (nonlinear_mixup, batchmixup) when loss="auto".
 # Chosen from measurements recorded in README.md ("Choosing batchmixup's loss"); mixup's
@@ -109,47 +127,47 @@ class CellConfig:
             are reported every epoch regardless.
     """
 
-    task: str = "rte"
-    ratio: float = 1.0
-    strategy: str = "none"
-    seed: int = 0
-    model: str = "minilm"
-    mode: str = "frozen"
-    pooling: str = "auto"
-    pair_encoding: str = "siamese"
-    mlp_hidden: int = 0
-    max_length: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 2e-5
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_clip: float = 1.0
-    alpha: float = 1.0
-    mix_samples: int = 1
-    mixup_variant: str = "faithful"
-    batchmix_points: int = 0
-    temperature: float = 1.0
-    loss: str = "auto"
-    clean_loss: bool = True
-    eval_split: str = "test"
-    selection: str = "last"
-    patience: int = 0
-    min_updates: int = 0
-    val_fraction: float = 0.2
-    val_min_examples: int = 1
-    val_max_fraction: float = 0.5
-    none_relations: int = 1
-    dropout: float = 0.1
-    eval_batch_size: int = 128
-    checkpoint_every: int = 1
-    device: str = "auto"
-    precision: str = "auto"
-    data_dir: str | None = None
-    train_file: str | None = None
-    test_file: str | None = None
-    cache_dir: str | None = None
+    task: Literal[TASKS] = "rte"
+    ratio: Ratio = 1.0
+    strategy: Literal[STRATEGIES] = "none"
+    seed: Count = 0
+    model: Text = "minilm"
+    mode: Literal[MODES] = "frozen"
+    pooling: Literal[POOLINGS] = "auto"
+    pair_encoding: Literal[PAIR_ENCODINGS] = "siamese"
+    mlp_hidden: Count = 0
+    max_length: PositiveInt = 128
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 32
+    lr: Positive = 2e-5
+    head_lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.01
+    warmup_ratio: Share = 0.1
+    grad_clip: NonNegative = 1.0
+    alpha: Positive = 1.0
+    mix_samples: PositiveInt = 1
+    mixup_variant: Literal[MIXUP_VARIANTS] = "faithful"
+    batchmix_points: Count = 0
+    temperature: Positive = 1.0
+    loss: Literal[LOSS_CHOICES] = "auto"
+    clean_loss: Flag = True
+    eval_split: Literal[EVAL_SPLITS] = "test"
+    selection: Literal[SELECTIONS] = "last"
+    patience: Count = 0
+    min_updates: Count = 0
+    val_fraction: OpenShare = 0.2
+    val_min_examples: PositiveInt = 1
+    val_max_fraction: OpenShare = 0.5
+    none_relations: Count = 1
+    dropout: Share = 0.1
+    eval_batch_size: PositiveInt = 128
+    checkpoint_every: Count = 1
+    device: Literal[DEVICES] = "auto"
+    precision: Literal[PRECISIONS] = "auto"
+    data_dir: PathText = None
+    train_file: PathText = None
+    test_file: PathText = None
+    cache_dir: PathText = None
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -176,48 +194,11 @@ class CellConfig:
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> CellConfig:
-        """Raise :class:`ConfigError` naming the first invalid field; return self."""
-        _choice("task", self.task, TASKS)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("mode", self.mode, MODES)
-        _choice("pooling", self.pooling, POOLINGS)
-        _choice("pair_encoding", self.pair_encoding, PAIR_ENCODINGS)
-        _choice("mixup_variant", self.mixup_variant, MIXUP_VARIANTS)
-        _choice("loss", self.loss, (*LOSSES, "auto"))
-        _choice("eval_split", self.eval_split, EVAL_SPLITS)
-        _choice("selection", self.selection, SELECTIONS)
-        _choice("device", self.device, DEVICES)
-        _choice("precision", self.precision, PRECISIONS)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not _finite(self.ratio) or not 0 < self.ratio <= 1:
-            raise ConfigError(f"ratio must be in (0, 1], got {self.ratio!r}")
-        if not _finite(self.alpha) or self.alpha <= 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha!r}")
-        if not _finite(self.temperature) or self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
-        for name in ("epochs", "batch_size", "mix_samples", "max_length", "eval_batch_size",
-                     "val_min_examples"):
-            _positive_int(name, getattr(self, name))
-        for name in ("mlp_hidden", "batchmix_points", "none_relations", "patience",
-                     "min_updates", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "head_lr"):
-            if not _finite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "grad_clip"):
-            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("warmup_ratio", "dropout"):
-            if not _finite(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not _finite(self.val_fraction) or not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if not _finite(self.val_max_fraction) or not 0 < self.val_max_fraction < 1:
-            raise ConfigError(f"val_max_fraction must be in (0, 1), got "
-                              f"{self.val_max_fraction!r}")
+        """Raise :class:`ConfigError` naming the first invalid field; return self.
+
+        Each field's type and range are declared on it (:mod:`trainers.schema`, checked by
+        pydantic, strictly); the rules between fields are here."""
+        check_fields(asdict(self))
         if self.patience and self.selection != "best_val":
             raise ConfigError(f"patience={self.patience} needs selection=best_val (early "
                               "stopping watches the validation split)")
@@ -274,88 +255,58 @@ class CellConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CellConfig:
-        """Build from a mapping, rejecting unknown keys and coercing obvious types."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        """Build from a mapping: unknown keys are refused, command-line text is parsed
+        (:func:`trainers.schema.from_text`), every value is checked against its field's type
+        and range. The rules between fields are :meth:`validate`'s."""
+        unknown = sorted(set(values) - set(FIELD_TYPES))
         if unknown:
             raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELD_TYPES))}"
             )
-        kwargs = {k: coerce(k, v, known[k].type) for k, v in values.items()}
-        return cls(**kwargs)
+        return check_fields({k: parse_setting(k, v) for k, v in values.items()})
 
 
-def coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against the field's type; parse it when it is a string (CLI flags, --set).
+_ADAPTER = TypeAdapter(CellConfig)
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(CellConfig, include_extras=True)
+"""Each field's declared type (an ``Annotated`` alias of :mod:`trainers.schema`)."""
 
-    Strict: a non-string value must already have the field's type (no ``True`` from ``0.7``,
-    no ``1`` from ``true`` or ``2.0``); ``None`` only for optional fields. Strings are parsed
-    whole (``"2"`` for an int, ``"0.5"`` or ``"1e-3"`` for a float, ``true``/``false`` (also
-    ``yes``/``no``, ``1``/``0``) for a bool). Raises :class:`ConfigError` naming the field.
-    """
-    kind = str(annotation)
-    base = kind.replace("| None", "").replace("None |", "").strip()
-    if value is None:
-        if "None" in kind:
-            return None
-        raise ConfigError(f"{name} must be of type {base}, got None")
-    parse = _PARSERS.get(base)
-    if parse is None:
-        return value
+
+def parse_setting(name: str, value: Any) -> Any:
+    """``value`` for field ``name``, parsed when it is command-line text (``"5"`` -> 5)."""
+    kind = _base_type(FIELD_TYPES[name])
+    return from_text(kind, value) if isinstance(value, str) and kind is not str else value
+
+
+def check_fields(values: dict[str, Any]) -> CellConfig:
+    """A :class:`CellConfig` from ``values`` (missing ones default) with every field's type
+    and range checked; :class:`ConfigError` names the first problem."""
     try:
-        return parse(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be of type {base}, got {value!r}") from None
+        return _ADAPTER.validate_python(values)
+    except ValidationError as exc:
+        loc, _ = problem(exc)
+        name = str(loc[0]) if loc else None
+        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES.get(name)))[1]) from None
 
 
-def _as_str(value: Any) -> str:
-    if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    raise TypeError(value)
+def check_setting(name: str, value: Any) -> Any:
+    """One setting's value, parsed and checked against its field's type and range."""
+    value = parse_setting(name, value)
+    try:
+        return _setting_adapter(name).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES[name]))[1]) from None
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in {"true", "yes", "1"}:
-            return True
-        if lowered in {"false", "no", "0"}:
-            return False
-    raise ValueError(value)
+@functools.cache
+def _setting_adapter(name: str) -> TypeAdapter:
+    return TypeAdapter(FIELD_TYPES[name])
 
 
-def _as_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value.strip())
-    raise ValueError(value)
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(value)
-    if isinstance(value, (numbers.Real, str)):
-        return float(value)
-    raise TypeError(value)
-
-
-_PARSERS = {"str": _as_str, "bool": _as_bool, "int": _as_int, "float": _as_float}
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _base_type(annotation: Any) -> Any:
+    """int, float, bool or str: what command-line text for this field is parsed into."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Literal:
+        return str
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _base_type(args[0]) if args else annotation
