@@ -11,8 +11,15 @@ A sweep file has these fields (anything else is an error naming the file and the
     settings: {model: minilm, ...}   # CellConfig fields shared by every cell
     strategy_settings:               # per-strategy overrides, e.g. mixup: {mix_samples: 15}
       mixup: {mix_samples: 15}
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0}   # defaults for the CLI flags
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 4}  # CLI flags win
     search: {...}                    # only for hyperparameter searches (orchestrator.search)
+
+The file is read into :class:`SweepFile`, a pydantic model: strict types, unknown fields
+refused; ``settings``, ``strategy_settings.<s>``, each arm's settings and ``--set`` are checked
+against CellConfig's own field declarations (:class:`Settings`), ``resources`` against
+:class:`Resources` (read by the sweep: the CLI flags override it), ``search`` by
+:class:`orchestrator.search_plan.SearchPlan`. Errors are one line naming the file and the
+field (``<file>: field 'strategies[1].alpha': alpha must be > 0, got 0``) or the flag.
 
 Every cell's :class:`~trainers.config.CellConfig` is built and validated before anything
 starts, so a bad value anywhere in the grid stops the sweep with exit code 2.

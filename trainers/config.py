@@ -3,6 +3,12 @@
 A cell is the unit the paper's Table 1 averages over seeds. :class:`CellConfig` is the single
 source of truth for its settings: the CLI builds it from flags, the orchestrator from a sweep
 file, and :meth:`CellConfig.params` is what gets logged.
+
+Each field declares its type and range (the aliases of :mod:`trainers.schema`: ``Ratio`` is
+(0, 1], ``PositiveInt`` an integer >= 1, ...); pydantic checks them, strictly, in
+:meth:`CellConfig.from_dict` and :meth:`CellConfig.validate`, and the sweep file's settings and
+``--set`` reuse the same declarations (:data:`FIELD_TYPES`). The few rules between fields
+(``patience`` needs ``selection=best_val``, ...) are written out in :meth:`CellConfig.validate`.
 """
 
 from __future__ import annotations

@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(CellConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        # Values are parsed as strings and coerced by CellConfig.from_dict, so every type error
-        # comes out as one line naming the option.
+        # Values stay strings here; CellConfig.from_dict parses and checks them against each
+        # field's declared type and range, so every error is one line naming the option.
         parser.add_argument(flag, dest=f.name, default=default, help=HELP.get(f.name, f.name),
                             metavar=f.name.upper())
     parser.add_argument("--checkpoint-dir", default=None,
