@@ -216,7 +216,7 @@ class SweepFile(BaseModel):
     name: Annotated[Text, AfterValidator(_plain_name)] | None = None
     description: Text = ""
     tasks: Annotated[_non_empty(Literal[TASKS]), AfterValidator(_unique)]
-    ratios: _non_empty(Ratio)
+    ratios: Annotated[_non_empty(Ratio), AfterValidator(_unique)]
     strategies: _non_empty(ArmSpec)
     seeds: Annotated[_non_empty(Count), AfterValidator(_unique)]
     settings: Settings = Field(default_factory=Settings)
@@ -224,6 +224,11 @@ class SweepFile(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     search: dict[str, Any] = Field(default_factory=dict)
     """Read by :func:`orchestrator.search_plan.parse_plan` (its own schema)."""
+
+    @field_validator("settings", "strategy_settings", "resources", "search", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return {} if value is None else value  # a key left empty in YAML ("settings:")
 
     @field_validator("strategies")
     @classmethod

@@ -118,6 +118,7 @@ def test_set_and_sweep_file_use_the_same_declarations(tmp_path):
     ("description: [1]\n", "field 'description': description must be of type str"),
     ("tasks: []\n", "field 'tasks': tasks must not be empty"),
     ("tasks: [rte, rte]\n", "field 'tasks' has duplicates: ['rte', 'rte']"),
+    ("tasks: [rte]\nratios: [0.5, 0.5]\n", "field 'ratios' has duplicates: [0.5, 0.5]"),
     ("tasks: [rte]\nname: 3\n", "field 'name': name must be of type str, got 3"),
 ])
 def test_sweep_file_fields_are_typed(extra, message, tmp_path):
@@ -127,6 +128,14 @@ def test_sweep_file_fields_are_typed(extra, message, tmp_path):
     with pytest.raises(SweepError) as info:
         load_sweep(file)
     assert message in str(info.value) and str(file) in str(info.value)
+
+
+def test_empty_sections_are_empty(tmp_path):
+    file = tmp_path / "s.yaml"
+    file.write_text(GRID + "settings:\nstrategy_settings:\nresources:\nsearch:\n")
+    sweep = load_sweep(file)
+    assert (sweep.settings, sweep.strategy_settings, sweep.resources, sweep.search) == (
+        {}, {}, {}, {})
 
 
 def test_sweep_file_resources_are_read():
