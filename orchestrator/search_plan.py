@@ -184,7 +184,7 @@ def _plan_problem(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     loc = tuple(str(p) for p in error["loc"])
     names = [p for p in loc if not p.isdigit() and p != "[key]"]
-    where = "search" + "".join(f".{p}" for p in names[:2] if p != error.get("input"))
+    where = "search" + "".join(f".{p}" for p in names[:2])
     if loc[:1] == ("space",) and loc[2:3] == ("[key]",):
         return (f"field 'search.space.{loc[1]}': not a searchable setting (searchable: "
                 f"{', '.join(SEARCHABLE)})")
@@ -197,7 +197,7 @@ def _plan_problem(exc: ValidationError) -> str:
         return (f"field '{'.'.join(['search', *loc[:-1]])}': unknown key {loc[-1]}; "
                 f"allowed: {', '.join(allowed)}")
     name = "strategy" if names[-1:] == ["strategies"] else names[-1] if names else None
-    _, text = problem(exc, name, _BOUNDS.get(names[-1]) if names else None)
+    text = problem(exc, name, _BOUNDS.get(names[-1]) if names else None)
     return f"field '{where}': {text}"
 
 

@@ -172,7 +172,7 @@ _SETTING_FIELDS: dict[str, Any] = {
     if name not in CELL_AXES}
 Settings = create_model(
     "Settings", __config__=ConfigDict(extra="forbid"),
-    __validators__={"_text": model_validator(mode="before")(lambda v: _text_settings(v))},
+    __validators__={"_text": model_validator(mode="before")(_text_settings)},
     **_SETTING_FIELDS)
 """CellConfig overrides (``settings``, ``strategy_settings.<s>``, ``--set``): every field but
 the cell's axes, each with its own type and range; only the ones given count."""
@@ -253,7 +253,7 @@ def _schema_error(exc: ValidationError, where: dict[str, str], source: str) -> S
         return SweepError(f"{source}: unknown field(s) {top}; allowed: "
                           f"{', '.join(sorted(SweepFile.model_fields))}")
     if top in ITEM_NAMES and len(loc) == 2:  # one item of a plain list
-        _, text = problem(exc, ITEM_NAMES[top], _BOUNDS.get(top))
+        text = problem(exc, ITEM_NAMES[top], _BOUNDS.get(top))
         return SweepError(f"{where[top]}: {text if text.startswith('unknown') else 'each ' + text}")
     path = top + "".join(f"[{p}]" if isinstance(p, int) else "" if p == "[key]" else f".{p}"
                          for p in loc[1:])
@@ -267,7 +267,7 @@ def _schema_error(exc: ValidationError, where: dict[str, str], source: str) -> S
     if kind == "literal_error" and top == "strategy_settings":
         return SweepError(f"{source}: field 'strategy_settings.{error['input']}': unknown "
                           f"strategy; allowed: {', '.join(STRATEGIES)}")
-    _, text = problem(exc, None, _BOUNDS.get(key))
+    text = problem(exc, None, _BOUNDS.get(key))
     if kind == "missing" or (kind == "value_error" and text.startswith(("has ", "must "))):
         return SweepError(f"{label} {text.removeprefix(key + ' ')}")
     return SweepError(f"{label}: {text}")

@@ -289,9 +289,9 @@ def check_fields(values: dict[str, Any]) -> CellConfig:
     try:
         return _ADAPTER.validate_python(values)
     except ValidationError as exc:
-        loc, _ = problem(exc)
+        loc = exc.errors(include_url=False)[0]["loc"]
         name = str(loc[0]) if loc else None
-        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES.get(name)))[1]) from None
+        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES.get(name)))) from None
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -300,7 +300,7 @@ def check_setting(name: str, value: Any) -> Any:
     try:
         return _setting_adapter(name).validate_python(value)
     except ValidationError as exc:
-        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES[name]))[1]) from None
+        raise ConfigError(problem(exc, name, bounds_of(FIELD_TYPES[name]))) from None
 
 
 @functools.cache

@@ -103,8 +103,8 @@ RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_eq
 
 
 def problem(exc: ValidationError, name: str | None = None,
-            bounds: dict[str, Any] | None = None) -> tuple[tuple[Any, ...], str]:
-    """The first error of ``exc`` as (location, ``"<name> must be ..., got ..."``).
+            bounds: dict[str, Any] | None = None) -> str:
+    """The first error of ``exc`` as one line: ``"<name> must be ..., got ..."``.
 
     Args:
         exc: pydantic's error.
@@ -119,25 +119,25 @@ def problem(exc: ValidationError, name: str | None = None,
     got = f", got {value!r}"
     base = kind.split("_")[0]
     if kind == "missing":
-        return loc, f"{label} is required"
+        return f"{label} is required"
     if kind == "extra_forbidden":
-        return loc, f"{label}: unknown setting"
+        return f"{label}: unknown setting"
     if kind == "literal_error":
         choices = ", ".join(str(c).strip("'") for c in ctx["expected"].replace(" or ", ", ")
                             .split(", "))
-        return loc, f"unknown {label} {value!r}; choose from {choices}"
+        return f"unknown {label} {value!r}; choose from {choices}"
     if kind in RANGE_ERRORS:
-        return loc, f"{label} must be {describe_range(bounds or ctx, error)}{got}"
+        return f"{label} must be {describe_range(bounds or ctx, error)}{got}"
     if kind == "too_short":
-        return loc, f"{label} must not be empty{got}"
+        return f"{label} must not be empty{got}"
     if kind == "list_type":
-        return loc, f"{label} must be a non-empty list{got}"
+        return f"{label} must be a non-empty list{got}"
     if kind in {"value_error", "assertion_error"}:
-        return loc, str(ctx.get("error", error["msg"]))
+        return str(ctx.get("error", error["msg"]))
     if base in TYPE_NAMES and (kind.endswith("_type") or kind.endswith("_parsing")
                                or kind.endswith("_from_float") or kind == "dataclass_type"):
-        return loc, f"{label} must be of type {TYPE_NAMES[base]}{got}"
-    return loc, f"{label}: {error['msg'][0].lower()}{error['msg'][1:]}{got}"
+        return f"{label} must be of type {TYPE_NAMES[base]}{got}"
+    return f"{label}: {error['msg'][0].lower()}{error['msg'][1:]}{got}"
 
 
 def bounds_of(annotation: Any) -> dict[str, Any]:
