@@ -60,7 +60,8 @@ class MlflowCellCallback(Callback):
         cell = cfg["cell"]
         tags = {"task": cell["task"], "ratio": str(float(cell["ratio"])),
                 "strategy": cell["strategy"], "arm": cfg["arm"], "seed": str(cell["seed"]),
-                "fingerprint": cfg.get("fingerprint", ""), "ray_trial_id": trial.trial_id}
+                "fingerprint": cfg.get("fingerprint", ""), "ray_trial_id": trial.trial_id,
+                **cfg.get("tags", {})}
         self.tracker.attach(cell_of(trial), int(cell["epochs"]), tags, cfg["params"])
 
     def _state(self, trial: Any) -> tuple[str, CellRun]:

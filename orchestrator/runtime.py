@@ -8,6 +8,13 @@ worker process on every node imports them from its own unpacked copy, before any
 version. Data, caches, results, virtual environments and ``.git`` never travel: only these
 package folders are zipped, minus bytecode.
 
+Plug-in strategies (``package.module:NAME``, or an installed entry point) travel the same way:
+the top-level package of each plug-in module in the sweep is added to ``py_modules``
+(:func:`trainers.strategies.plugin_paths`); a plug-in that is a single ``.py`` file is shipped
+as a package of that name (its ``__init__.py`` is the file, byte for byte, so the worker
+computes the same content hash for the fingerprint). A worker that never installed the plug-in
+imports it from there.
+
 Resources: ``--trial-resources NAME=AMOUNT`` adds custom Ray resources to what each trial (and
 the cache-warming task) asks for, so trials can be pinned to nodes started with
 ``ray start --resources '{"NAME": N}'``.
@@ -15,6 +22,10 @@ the cache-warming task) asks for, so trials can be pinned to nodes started with
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +39,35 @@ EXCLUDES = ["__pycache__/", "*.pyc", "*.pyo"]
 BUILTIN_RESOURCES = {"cpu", "gpu", "memory", "object_store_memory"}
 
 
-def code_runtime_env() -> dict[str, Any]:
-    """The runtime environment that ships this project's packages to every Ray worker."""
-    return {"py_modules": [str(PROJECT_ROOT / name) for name in SHIPPED_PACKAGES],
-            "excludes": list(EXCLUDES)}
+def code_runtime_env(plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """The runtime environment that ships this project's packages, and the modules of the
+    plug-in strategies among ``plugins`` (strategy names), to every Ray worker."""
+    modules = [str(PROJECT_ROOT / name) for name in SHIPPED_PACKAGES]
+    return {"py_modules": modules + plugin_modules(plugins), "excludes": list(EXCLUDES)}
+
+
+def plugin_runtime_env(plugins: Sequence[str]) -> dict[str, Any] | None:
+    """Only the plug-ins' modules (a local Ray's workers import the project from the driver's
+    checkout); None when no strategy is a plug-in."""
+    modules = plugin_modules(plugins)
+    return {"py_modules": modules, "excludes": list(EXCLUDES)} if modules else None
+
+
+def plugin_modules(plugins: Sequence[str]) -> list[str]:
+    """Folders for ``py_modules``: each plug-in's top-level package; a single-file module
+    wrapped as a package of its name in a temporary folder."""
+    from trainers.strategies import plugin_paths
+
+    out = []
+    for path in plugin_paths(list(plugins)):
+        if path.is_file():
+            wrapper = Path(tempfile.mkdtemp(prefix="batchmixup-plugin-")) / path.stem
+            wrapper.mkdir()
+            shutil.copyfile(path, wrapper / "__init__.py")
+            atexit.register(shutil.rmtree, wrapper.parent, True)
+            path = wrapper
+        out.append(str(path))
+    return out
 
 
 def parse_trial_resources(text: str | None) -> dict[str, float]:

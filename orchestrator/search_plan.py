@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.spaces import Sweep, SweepError
-from trainers.config import FIELD_TYPES, CellConfig
+from trainers.config import FIELD_TYPES, CellConfig, StrategyName
 from trainers.errors import ConfigError
 from trainers.schema import (
     Count,
@@ -29,7 +29,6 @@ from trainers.schema import (
     bounds_of,
     problem,
 )
-from trainers.strategies import STRATEGIES
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 TEST_METRICS = ("accuracy", "macro_f1", "test_accuracy", "test_macro_f1", "test_correct",
@@ -63,7 +62,8 @@ class SearchParam(BaseModel):
     low: Number | None = None
     high: Number | None = None
     values: tuple[Any, ...] = ()
-    strategies: Annotated[tuple[Literal[STRATEGIES], ...], Field(min_length=1)] = STRATEGIES
+    strategies: Annotated[tuple[StrategyName, ...], Field(min_length=1)] | None = None
+    """The strategies it is searched for; None: every strategy that reads it."""
 
     @model_validator(mode="after")
     def _bounds(self) -> SearchParam:
@@ -148,7 +148,8 @@ class SearchPlan(BaseModel):
     def space_for(self, strategy: str) -> tuple[SearchParam, ...]:
         """The searched settings that apply to ``strategy`` (listed for it, and read by it:
         ``temperature`` is not searched for mixup, ``alpha`` not for none)."""
-        return tuple(p for p in self.params if strategy in p.strategies
+        return tuple(p for p in self.params
+                     if (p.strategies is None or strategy in p.strategies)
                      and applies(p.name, strategy))
 
 

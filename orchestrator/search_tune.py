@@ -47,12 +47,14 @@ def make_searcher(group: Group, plan: SearchPlan) -> Any:
                 return suggested
             self.made += 1
             from trainers.prepare import resolved_params
+            from trainers.strategies import strategy_tags
 
             values = suggested["trial"]["cell"]
             config = group.config(values)
             suggested["trial"]["name"] = f"{group.key}/search-{self.made:03d}-{trial_id}"
             suggested["trial"]["params"] = {**resolved_params(config), "arm": group.arm,
                                             "search_trial": self.made}
+            suggested["trial"]["tags"] = strategy_tags(config.strategy_spec, config)
             return suggested
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -97,7 +99,8 @@ def search_callback_class() -> type:
             tags = {"task": cell["task"], "ratio": str(float(cell["ratio"])),
                     "strategy": cell["strategy"], "arm": cfg["arm"], "seed": str(cell["seed"]),
                     "ray_trial_id": trial.trial_id, "search_group": self.group.key,
-                    "search_trial": str(index), "mlflow.parentRunId": self.parent_run_id}
+                    "search_trial": str(index), "mlflow.parentRunId": self.parent_run_id,
+                    **cfg.get("tags", {})}
             self.tracker.attach(cell_of(trial), int(cell["epochs"]), tags, cfg["params"])
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,

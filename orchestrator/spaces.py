@@ -44,10 +44,10 @@ from pydantic import (
     model_validator,
 )
 
-from trainers.config import FIELD_TYPES, CellConfig, check_setting, parse_setting
+from trainers.config import FIELD_TYPES, CellConfig, StrategyName, check_setting, parse_setting
 from trainers.errors import ConfigError
 from trainers.schema import Count, NonNegative, PositiveInt, Ratio, Text, bounds_of, problem
-from trainers.strategies import STRATEGIES
+from trainers.strategies import get_strategy
 from trainers.tasks import TASKS
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -63,8 +63,9 @@ class Arm:
     """One strategy column of a sweep: a base strategy plus its own settings.
 
     Attributes:
-        name: label in run names and tables (the strategy name unless given).
-        strategy: one of ``trainers.strategies.STRATEGIES``.
+        name: label in run names and tables (the strategy's declared name unless given).
+        strategy: a registered strategy or ``package.module:NAME``
+            (:mod:`trainers.strategies.registry`), as the cell stores it.
         settings: CellConfig overrides specific to this arm.
     """
 
@@ -183,16 +184,21 @@ class ArmSpec(Settings):
     value, ...}``."""
 
     name: Annotated[Text, AfterValidator(_arm_name)] | None = None
-    strategy: Literal[STRATEGIES]
+    strategy: StrategyName
 
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, value: Any) -> Any:
         return {"strategy": value} if isinstance(value, str) else value
 
+    @property
+    def arm_name(self) -> str:
+        """The arm's name: given, or the strategy's declared name."""
+        return self.name or get_strategy(self.strategy).name
+
     def arm(self) -> Arm:
         settings = self.model_dump(exclude_unset=True, exclude={"name", "strategy"})
-        return Arm(self.name or self.strategy, self.strategy, settings)
+        return Arm(self.arm_name, self.strategy, settings)
 
 
 class Resources(BaseModel):
@@ -220,7 +226,7 @@ class SweepFile(BaseModel):
     strategies: _non_empty(ArmSpec)
     seeds: Annotated[_non_empty(Count), AfterValidator(_unique)]
     settings: Settings = Field(default_factory=Settings)
-    strategy_settings: dict[Literal[STRATEGIES], Settings] = Field(default_factory=dict)
+    strategy_settings: dict[StrategyName, Settings] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     search: dict[str, Any] = Field(default_factory=dict)
     """Read by :func:`orchestrator.search_plan.parse_plan` (its own schema)."""
@@ -233,7 +239,7 @@ class SweepFile(BaseModel):
     @field_validator("strategies")
     @classmethod
     def _unique_arms(cls, arms: list[ArmSpec]) -> list[ArmSpec]:
-        _unique([a.name or a.strategy for a in arms])
+        _unique([a.arm_name for a in arms])
         return arms
 
 
@@ -264,9 +270,9 @@ def _schema_error(exc: ValidationError, where: dict[str, str], source: str) -> S
         if key in CELL_AXES:
             return SweepError(f"{label}: set {key} through the '{key}s' list")
         return SweepError(f"{label}: unknown setting; allowed: {', '.join(sorted(allowed))}")
-    if kind == "literal_error" and top == "strategy_settings":
-        return SweepError(f"{source}: field 'strategy_settings.{error['input']}': unknown "
-                          f"strategy; allowed: {', '.join(STRATEGIES)}")
+    if top == "strategy_settings" and len(loc) >= 2 and loc[-1] == "[key]":
+        return SweepError(f"{source}: field 'strategy_settings.{error['input']}': "
+                          f"{problem(exc, 'strategy')}")
     text = problem(exc, None, _BOUNDS.get(key))
     if kind == "missing" or (kind == "value_error" and text.startswith(("has ", "must "))):
         return SweepError(f"{label} {text.removeprefix(key + ' ')}")

@@ -41,6 +41,7 @@ from orchestrator.runtime import (
     code_runtime_env,
     describe_resources,
     parse_trial_resources,
+    plugin_runtime_env,
 )
 from orchestrator.spaces import (
     Cell,
@@ -183,7 +184,7 @@ def build_sweep(args: argparse.Namespace) -> Sweep:
     if args.cache_dir:
         settings["cache_dir"] = str(Path(args.cache_dir).resolve())
     strategies = parse_list("--strategies", args.strategies, str)
-    return load_sweep(source, {
+    sweep = load_sweep(source, {
         "name": args.name,
         "tasks": parse_list("--tasks", args.tasks, str),
         "ratios": parse_list("--ratios", args.ratios, float),
@@ -191,6 +192,9 @@ def build_sweep(args: argparse.Namespace) -> Sweep:
         "seeds": parse_list("--seeds", args.seeds, int),
         "settings": settings,
     })
+    # The strategies' plug-in modules travel with the runtime environment (start_ray).
+    args.plugin_strategies = [arm.strategy for arm in sweep.arms]
+    return sweep
 
 
 def check_ray_args(args: argparse.Namespace) -> None:
@@ -286,10 +290,11 @@ def start_ray(args: argparse.Namespace) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = {"log_to_driver": args.verbose, "logging_level": "ERROR",
                               "configure_logging": True}
+    plugins = getattr(args, "plugin_strategies", [])
     if args.address:
         try:
             # The cluster's workers get this project's code from the driver (runtime.py).
-            ray.init(address=args.address, runtime_env=code_runtime_env(), **kwargs)
+            ray.init(address=args.address, runtime_env=code_runtime_env(plugins), **kwargs)
         except (ConnectionError, RuntimeError) as exc:
             raise SweepError(f"cannot connect to Ray at {redact_uri(args.address)}: "
                              f"{redact_text(str(exc).splitlines()[0])}") from None
@@ -297,9 +302,11 @@ def start_ray(args: argparse.Namespace) -> None:
         # "local": always a new Ray of our own, never a cluster found through RAY_ADDRESS or the
         # address file a (possibly dead) `ray start` left in Ray's temp folder.
         os.environ.pop("RAY_ADDRESS", None)
+        env = plugin_runtime_env(plugins)  # the plug-ins' modules, wherever they were found
         ray.init(address="local", num_cpus=args.num_cpus,
                  num_gpus=args.num_gpus, include_dashboard=False,
-                 dashboard_host="127.0.0.1", **kwargs)
+                 dashboard_host="127.0.0.1", **({"runtime_env": env} if env else {}),
+                 **kwargs)
 
 
 def loopback_only() -> None:
@@ -576,12 +583,16 @@ def max_concurrent(args: argparse.Namespace, sweep: Sweep) -> int | None:
 
 
 def trial_spec(cell: Cell) -> dict[str, Any]:
-    """What a Tune trial carries: the cell's config, name, arm, fingerprint and MLflow params."""
+    """What a Tune trial carries: the cell's config, name, arm, fingerprint, MLflow params and
+    the strategy's tags (:func:`trainers.strategies.strategy_tags`: label, family, site, ...,
+    which the report reads)."""
     from trainers.prepare import resolved_params
+    from trainers.strategies import strategy_tags
 
     return {"cell": cell.config.to_dict(), "name": cell.name, "arm": cell.arm,
             "fingerprint": cell.fingerprint,
-            "params": {**resolved_params(cell.config), "arm": cell.arm}}
+            "params": {**resolved_params(cell.config), "arm": cell.arm},
+            "tags": strategy_tags(cell.config.strategy_spec, cell.config)}
 
 
 def _trial_name(trial: Any) -> str:

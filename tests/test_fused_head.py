@@ -13,6 +13,7 @@ from trainers.errors import CellError, TrainingDiverged
 from trainers.fused_head import HeadAdamW, clip_grad_norm_, supports
 from trainers.loop import CellTrainer, train_cell
 from trainers.prepare import prepare_cell
+from trainers.strategies import builtin_names, get_strategy
 from trainers.updaters import AutogradUpdater
 
 CPU = torch.device("cpu")
@@ -130,11 +131,13 @@ def test_clip_equals_torch_at_the_threshold(norm):
 
 
 def test_scope_other_cells_use_autograd(banking):
-    assert supports("mixup", "soft_ce", frozen=True)
-    assert supports("none", "ce", frozen=True)
-    assert not supports("batchmixup", "soft_ce", frozen=True)
-    assert not supports("mixup", "dot", frozen=True)
-    assert not supports("mixup", "soft_ce", frozen=False)
+    fused = {name: get_strategy(name).fused for name in builtin_names()}
+    assert supports(fused["mixup"], "soft_ce", frozen=True)
+    assert supports(fused["none"], "ce", frozen=True)
+    assert not supports(fused["batchmixup"], "soft_ce", frozen=True)
+    assert not supports(fused["tmix"], "soft_ce", frozen=True)
+    assert not supports(fused["mixup"], "dot", frozen=True)
+    assert not supports(fused["mixup"], "soft_ce", frozen=False)
     assert trainer_for(banking, strategy="batchmixup").updater.path == "autograd"
     assert trainer_for(banking, strategy="nonlinear_mixup", loss="cosine").updater.path \
         == "autograd"

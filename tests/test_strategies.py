@@ -7,18 +7,33 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trainers.config import CellConfig
 from trainers.strategies import (
     LOSSES,
     MixedBatch,
-    batchmixup,
     batchmixup_policy,
     mix_batch,
     mix_pairs,
     mixed_loss,
-    mixup,
-    nonlinear_mixup,
     sample_beta,
 )
+from trainers.strategies.builtin import batchmixup as batchmixup_file
+from trainers.strategies.builtin import mixup as mixup_file
+from trainers.strategies.builtin import nonlinear_mixup as nonlinear_file
+
+
+def mixup(v, y, W, alpha):
+    """The built-in mixup's mixing function with only ``alpha`` set."""
+    return mixup_file.mixup(v, y, W, CellConfig(alpha=alpha))
+
+
+def nonlinear_mixup(v, y, W, alpha):
+    return nonlinear_file.nonlinear_mixup(v, y, W, CellConfig(alpha=alpha))
+
+
+def batchmixup(v, y, W, alpha, n_points=None, temperature=1.0):
+    config = CellConfig(alpha=alpha, batchmix_points=n_points or 0, temperature=temperature)
+    return batchmixup_file.batchmixup(v, y, W, config)
 
 dims = st.integers(min_value=1, max_value=12)
 alphas = st.floats(min_value=0.05, max_value=8.0)

@@ -36,10 +36,9 @@ Metrics = dict[str, float]
 
 
 def updates_per_batch(config: CellConfig) -> int:
-    """n optimizer updates per batch for paper-faithful (nonlinear) mixup, else 1."""
-    pairwise = config.strategy in ("mixup", "nonlinear_mixup")
-    faithful = pairwise and config.mixup_variant == "faithful"
-    return config.mix_samples if faithful else 1
+    """Optimizer updates per mini-batch, as the strategy declares them (paper-faithful mixup:
+    ``mix_samples``; most strategies: 1)."""
+    return config.strategy_spec.updates_per_batch(config)
 
 
 def updates_per_epoch(config: CellConfig, n_train: int) -> int:

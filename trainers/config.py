@@ -18,15 +18,17 @@ import os
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, TypeAdapter, ValidationError
 
 from trainers.errors import ConfigError
 from trainers.precision import PRECISIONS
 from trainers.schema import (
+    STRATEGY,
     Count,
     Flag,
+    LayerSet,
     NonNegative,
     OpenShare,
     PathText,
@@ -37,9 +39,10 @@ from trainers.schema import (
     Text,
     bounds_of,
     from_text,
+    has_role,
     problem,
 )
-from trainers.strategies import LOSSES, STRATEGIES
+from trainers.strategies import LOSSES, Strategy, StrategyError, canonical_name, get_strategy
 from trainers.tasks import TASKS, task_of
 
 MODES = ("finetune", "frozen")
@@ -51,10 +54,17 @@ SELECTIONS = ("last", "best_val")
 DEVICES = ("auto", "cpu", "cuda")
 LOSS_CHOICES = (*LOSSES, "auto")
 
-# Default loss of the label-vector strategies (nonlinear_mixup, batchmixup) when loss="auto".
-# Chosen from measurements recorded in README.md ("Choosing batchmixup's loss"); mixup's
-# "auto" is always soft_ce, i.e. Zhang et al.'s mixed cross-entropy (Eq. 2).
-DEFAULT_LABEL_VECTOR_LOSS = "soft_ce"
+
+def _strategy_name(name: str) -> str:
+    """A registered strategy (:mod:`trainers.strategies.registry`), as its canonical name."""
+    try:
+        return canonical_name(name)
+    except StrategyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+StrategyName = Annotated[Text, AfterValidator(_strategy_name)]
+"""A built-in strategy, ``package.module:NAME``, or an installed plug-in's entry-point name."""
 
 
 def default_cache_dir() -> Path:
@@ -70,7 +80,9 @@ class CellConfig:
     Attributes:
         task: rte, banking77, fewrel, custom (your own CSV/JSONL) or toy2d (Figure 1).
         ratio: share of the training set used, in (0, 1]; the paper uses 1, .75, .5, .25, .01.
-        strategy: none, mixup, nonlinear_mixup or batchmixup.
+        strategy: a registered strategy (:func:`trainers.strategies.known_names`: the
+            built-ins, installed plug-ins) or ``package.module:NAME``; see
+            :mod:`trainers.strategies.registry`.
         seed: seeds the training subset, initialisation, data order and mixing policies.
         model: ``minilm`` (the packaged all-MiniLM-L6-v2), a hub name such as
             ``roberta-large``, a local directory, or ``random:<name>`` (random init from a
@@ -91,14 +103,19 @@ class CellConfig:
         lr, head_lr: AdamW learning rates of the encoder and of the head (MLP + W).
         weight_decay, warmup_ratio, grad_clip: AdamW decay, linear warmup share of all
             steps (then linear decay to 0), max gradient norm (0 disables clipping).
+        alpha, mix_samples, mixup_variant, batchmix_points, temperature, mix_layers, loss,
+        clean_loss: the strategy settings (marked ``STRATEGY``): a cell logs and
+            fingerprints only those its strategy reads (``Strategy.reads``).
         alpha: Beta(alpha, alpha) concentration of every mixing strategy.
         mix_samples: n for mixup and nonlinear mixup: beta is drawn n times per batch.
         mixup_variant: ``faithful`` (the paper: n forward passes and n updates per batch) or
             ``shared`` (beyond the paper: one forward, the mean of n mixed losses, one update).
         batchmix_points: BatchMixup's n (new points per batch); 0 means the batch size.
         temperature: BatchMixup's softmax temperature; 1 is Eq. 3.
-        loss: ``dot`` (the paper), ``soft_ce``, ``cosine``, or ``auto`` (mixup: soft_ce, the
-            other two: :data:`DEFAULT_LABEL_VECTOR_LOSS`).
+        mix_layers: the encoder layers k a strategy that mixes inside the encoder draws from
+            (``tmix``): ``auto`` (its default set) or ``7,9,12``.
+        loss: ``dot`` (the paper), ``soft_ce``, ``cosine``, or ``auto`` (the strategy's
+            ``default_loss``).
         clean_loss: add the ordinary cross-entropy on the original batch to the mixed loss. The
             paper does not say; Sun et al. (2020) add it. Default True.
         eval_split: ``test`` (Table 1) or ``val`` (hyperparameter search: a validation split
@@ -135,7 +152,7 @@ class CellConfig:
 
     task: Literal[TASKS] = "rte"
     ratio: Ratio = 1.0
-    strategy: Literal[STRATEGIES] = "none"
+    strategy: StrategyName = "none"
     seed: Count = 0
     model: Text = "minilm"
     mode: Literal[MODES] = "frozen"
@@ -150,13 +167,14 @@ class CellConfig:
     weight_decay: NonNegative = 0.01
     warmup_ratio: Share = 0.1
     grad_clip: NonNegative = 1.0
-    alpha: Positive = 1.0
-    mix_samples: PositiveInt = 1
-    mixup_variant: Literal[MIXUP_VARIANTS] = "faithful"
-    batchmix_points: Count = 0
-    temperature: Positive = 1.0
-    loss: Literal[LOSS_CHOICES] = "auto"
-    clean_loss: Flag = True
+    alpha: Annotated[Positive, STRATEGY] = 1.0
+    mix_samples: Annotated[PositiveInt, STRATEGY] = 1
+    mixup_variant: Annotated[Literal[MIXUP_VARIANTS], STRATEGY] = "faithful"
+    batchmix_points: Annotated[Count, STRATEGY] = 0
+    temperature: Annotated[Positive, STRATEGY] = 1.0
+    mix_layers: Annotated[LayerSet, STRATEGY] = "auto"
+    loss: Annotated[Literal[LOSS_CHOICES], STRATEGY] = "auto"
+    clean_loss: Annotated[Flag, STRATEGY] = True
     eval_split: Literal[EVAL_SPLITS] = "test"
     selection: Literal[SELECTIONS] = "last"
     patience: Count = 0
@@ -177,13 +195,18 @@ class CellConfig:
 
     # ----------------------------------------------------------------- derived values
     @property
+    def strategy_spec(self) -> Strategy:
+        """The declaration of this cell's strategy (:func:`trainers.strategies.get_strategy`)."""
+        return get_strategy(self.strategy)
+
+    @property
     def resolved_loss(self) -> str:
-        """The loss actually used (``auto`` resolved per strategy; ``ce`` for ``none``)."""
-        if self.strategy == "none":
-            return "ce"
-        if self.loss != "auto":
+        """The loss actually used: ``loss``, or with ``auto`` (and for a strategy that does not
+        read ``loss``) the strategy's ``default_loss`` (``ce`` for ``none``)."""
+        spec = self.strategy_spec
+        if self.loss != "auto" and "loss" in spec.reads:
             return self.loss
-        return "soft_ce" if self.strategy == "mixup" else DEFAULT_LABEL_VECTOR_LOSS
+        return spec.default_loss
 
     @property
     def has_val_split(self) -> bool:
@@ -193,7 +216,7 @@ class CellConfig:
     @property
     def cell_name(self) -> str:
         """``task/ratio/strategy/seed``: the cell's name in MLflow and in tables."""
-        return f"{self.task}/{self.ratio:g}/{self.strategy}/{self.seed}"
+        return f"{self.task}/{self.ratio:g}/{self.strategy_spec.name}/{self.seed}"
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
@@ -213,6 +236,14 @@ class CellConfig:
                               f"{self.epochs}; use patience < epochs (or set min_updates)")
         if self.task == "custom" and not (self.train_file and self.test_file):
             raise ConfigError("task 'custom' needs --train-file and --test-file")
+        spec = self.strategy_spec
+        if not spec.frozen_ok and (self.mode == "frozen" or not task_of(self).encoder):
+            where = "mode=frozen" if task_of(self).encoder else f"task {self.task}"
+            raise ConfigError(f"strategy {spec.name} mixes inside the encoder (site "
+                              f"{spec.site}): it needs mode=finetune, not {where}")
+        found = spec.check(self) if spec.check is not None else None
+        if found:
+            raise ConfigError(f"strategy {spec.name}: {found}")
         return self
 
     # ----------------------------------------------------------------- serialisation
@@ -227,13 +258,7 @@ class CellConfig:
         """
         skip = {"seed", "data_dir", "train_file", "test_file", "cache_dir", "device",
                 "eval_batch_size", "checkpoint_every"}
-        if self.strategy == "none":
-            skip |= {"alpha", "mix_samples", "mixup_variant", "batchmix_points", "temperature",
-                     "loss", "clean_loss"}
-        elif self.strategy == "batchmixup":
-            skip |= {"mix_samples", "mixup_variant"}
-        else:
-            skip |= {"batchmix_points", "temperature"}
+        skip |= set(STRATEGY_SETTINGS) - set(self.strategy_spec.reads)
         if not task_of(self).encoder:  # the task's own features (toy2d)
             skip |= {"model", "mode", "pooling", "pair_encoding", "max_length", "lr",
                      "precision", "none_relations"}
@@ -275,6 +300,9 @@ class CellConfig:
 _ADAPTER = TypeAdapter(CellConfig)
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(CellConfig, include_extras=True)
 """Each field's declared type (an ``Annotated`` alias of :mod:`trainers.schema`)."""
+STRATEGY_SETTINGS: tuple[str, ...] = tuple(
+    name for name, kind in FIELD_TYPES.items() if has_role(kind, STRATEGY))
+"""The settings marked ``STRATEGY``: what a strategy's ``reads`` may name."""
 
 
 def parse_setting(name: str, value: Any) -> Any:

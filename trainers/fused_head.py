@@ -11,7 +11,8 @@ trainer clips (:func:`clip_grad_norm_`) and steps AdamW (:class:`HeadAdamW`) wit
 operations and kernel as torch's, without their per-call Python: 0.65 ms per faithful mixup
 update (``python -m benchmarks.head_update``).
 
-Scope (:func:`supports`): strategies ``none``, ``mixup`` and ``nonlinear_mixup`` with the
+Scope (:func:`supports`): the strategies that declare a ``fused`` kind (``Strategy.fused``:
+``plain`` for ``none``, ``scalar`` for ``mixup``, ``vector`` for ``nonlinear_mixup``) with the
 cross-entropy losses (``ce`` for none; ``soft_ce``, Eq. 2's mixed cross-entropy, for the
 pairwise strategies), with or without the clean loss, any number of draws per update. Other
 cells (BatchMixup, the ``dot``/``cosine`` losses, fine-tuning) use autograd.
@@ -45,8 +46,6 @@ from torch import Tensor
 from trainers.model import CellModel
 from trainers.strategies import draw_pair
 
-FUSED_STRATEGIES = ("none", "mixup", "nonlinear_mixup")
-
 
 def head_layout_known(model: CellModel) -> bool:
     """Whether ``model``'s head is the one whose backward is written here: an optional
@@ -58,15 +57,16 @@ def head_layout_known(model: CellModel) -> bool:
             and model.classifier.bias is None)
 
 
-def supports(strategy: str, loss: str, frozen: bool) -> bool:
+def supports(fused: str | None, loss: str, frozen: bool) -> bool:
     """Whether a cell's update can run here (see the module docstring's scope).
 
     Args:
-        strategy: the cell's strategy.
+        fused: what its strategy declares the fused head computes for it
+            (``Strategy.fused``: ``plain``, ``scalar``, ``vector``), None for nothing.
         loss: its resolved loss (``ce`` for none).
         frozen: True when the model has no encoder (frozen features or toy inputs).
     """
-    return frozen and strategy in FUSED_STRATEGIES and loss in ("ce", "soft_ce")
+    return frozen and fused is not None and loss in ("ce", "soft_ce")
 
 
 @dataclass
@@ -86,22 +86,22 @@ def draw_dropout(shape: torch.Size, p: float, device: torch.device) -> Tensor | 
     return torch.empty(shape, device=device).bernoulli_(1 - p).div_(1 - p)
 
 
-def draw_pairs(strategy: str, b: int, d: int, alpha: float, draws: int,
+def draw_pairs(fused: str | None, b: int, d: int, alpha: float, draws: int,
                device: torch.device) -> list[PairDraw]:
     """``draws`` pairwise draws made by :func:`trainers.strategies.draw_pair`.
 
     Args:
-        strategy: ``mixup`` (one coefficient per pair) or ``nonlinear_mixup`` (one per
-            dimension); ``none`` draws nothing.
+        fused: the strategy's fused kind: ``scalar`` (one coefficient per pair, mixup),
+            ``vector`` (one per dimension, nonlinear mixup); ``plain`` draws nothing.
         b: batch size.
         d: representation dimension.
         alpha: Beta concentration.
         draws: number of mixed batches per update (``mix_samples`` in the shared variant).
         device: where to draw.
     """
-    if strategy == "none":
+    if fused == "plain":
         return []
-    width = d if strategy == "nonlinear_mixup" else 1
+    width = d if fused == "vector" else 1
     return [PairDraw(*draw_pair(b, width, alpha, device)) for _ in range(draws)]
 
 

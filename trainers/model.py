@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from trainers.encoder_mixing import EncoderMix, encoder_depth, mixing
 from trainers.errors import ModelError
 from trainers.hub import hub_reachable
 
@@ -161,6 +162,28 @@ def check_model(name: str) -> None:
             raise _unreachable(name) from None
 
 
+def known_depth(name: str) -> int | None:
+    """The number of transformer layers of model ``name``, read from its configuration
+    without loading weights (a ``random:`` architecture, a local directory, the local hub
+    cache); None when it is not known offline."""
+    if name.startswith("random:"):
+        arch = RANDOM_CONFIGS.get(name.split(":", 1)[1])
+        return None if arch is None else arch["num_hidden_layers"]
+    try:
+        source = minilm_path() if name == "minilm" else Path(name).expanduser()
+        config = Path(source) / "config.json"
+        if config.is_file():
+            depth = json.loads(config.read_text()).get("num_hidden_layers")
+            return int(depth) if isinstance(depth, int) else None
+        from transformers import AutoConfig
+
+        depth = getattr(AutoConfig.from_pretrained(name, local_files_only=True),
+                        "num_hidden_layers", None)
+        return int(depth) if isinstance(depth, int) else None
+    except (OSError, ValueError, ModelError):
+        return None
+
+
 def pool(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     """Pool token states ``[b, t, d]`` into ``[b, d]``: first token (CLS) or masked mean."""
     if pooling == "cls":
@@ -210,18 +233,36 @@ class CellModel(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.mlp.parameters()) + list(self.classifier.parameters())
 
-    def encode(self, inputs: dict[str, Tensor] | Tensor) -> Tensor:
-        """Pooled encoder output for a tokenized batch, or the features themselves."""
+    def encode(self, inputs: dict[str, Tensor] | Tensor, mix: EncoderMix | None = None) -> Tensor:
+        """Pooled encoder output for a tokenized batch, or the features themselves.
+
+        Args:
+            inputs: token tensors (``input_ids``, ``attention_mask``, ...) or features.
+            mix: a mixing point inside the encoder (:mod:`trainers.encoder_mixing`): the
+                batch's hidden states are mixed at layer ``mix.layer`` and the pooled output is
+                that of the mixed sequences (mean pooling over the union of each pair's
+                masks). Needs an encoder.
+        """
         if self.encoder is None:
+            if mix is not None:
+                raise ValueError("mixing inside the encoder needs an encoder (mode=finetune)")
             assert isinstance(inputs, Tensor)
             return inputs
         assert isinstance(inputs, dict)
-        hidden = self.encoder(**inputs).last_hidden_state
-        return pool(hidden, inputs["attention_mask"], self.pooling)
+        if mix is None:
+            hidden = self.encoder(**inputs).last_hidden_state
+            return pool(hidden, inputs["attention_mask"], self.pooling)
+        with mixing(self.encoder, mix):
+            hidden = self.encoder(**inputs).last_hidden_state
+        if mix.layer == encoder_depth(self.encoder):
+            hidden = mix.apply(hidden)
+        return pool(hidden, mix.union(inputs["attention_mask"]), self.pooling)
 
-    def represent(self, inputs: dict[str, Tensor] | Tensor) -> Tensor:
-        """v(x): encoder, pooling, MLP block and dropout."""
-        return self.dropout(self.mlp(self.encode(inputs)))
+    def represent(self, inputs: dict[str, Tensor] | Tensor,
+                  mix: EncoderMix | None = None) -> Tensor:
+        """v(x): encoder (mixing at ``mix``, see :meth:`encode`), pooling, MLP block and
+        dropout."""
+        return self.dropout(self.mlp(self.encode(inputs, mix)))
 
     def scores(self, representations: Tensor) -> Tensor:
         """Dot products ``v(x) . w_y`` for every class: ``[b, c]``."""

@@ -125,8 +125,11 @@ def cell_fingerprint(config: CellConfig) -> str:
     Hashes :meth:`CellConfig.applicable` (the settings that matter, ``loss`` resolved), the
     encoder's identity (config and weight files of a local checkpoint, else its name) with
     ``pooling`` resolved, and the content fingerprint of the task's data
-    (:meth:`trainers.data.TaskData.fingerprint`: every example and label). A relaunch whose
-    cell has another fingerprint trains a new run; tables never average across fingerprints.
+    (:meth:`trainers.data.TaskData.fingerprint`: every example and label), and for a plug-in
+    strategy its module and source hash (:meth:`trainers.strategies.Strategy.identity`: editing
+    the plug-in retrains its cells; built-ins are versioned by FINGERPRINT_VERSION). A
+    relaunch whose cell has another fingerprint trains a new run; tables never average across
+    fingerprints.
     """
     settings = config.applicable()
     task = task_of(config)
@@ -138,8 +141,11 @@ def cell_fingerprint(config: CellConfig) -> str:
         known = encoder_identity(config.model, config.pooling)
         if known is not None:
             settings["model"], settings["pooling"] = known
-    blob = json.dumps({"v": FINGERPRINT_VERSION, "settings": settings, "data": data},
-                      sort_keys=True, default=str)
+    content = {"v": FINGERPRINT_VERSION, "settings": settings, "data": data}
+    code = config.strategy_spec.identity()  # a plug-in's module and content hash
+    if code is not None:
+        content["strategy_code"] = code
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

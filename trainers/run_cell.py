@@ -28,13 +28,14 @@ from trainers.config import (
 from trainers.errors import CellError, TrainingDiverged
 from trainers.paths import check_writable_dir
 from trainers.precision import PRECISIONS
-from trainers.strategies import LOSSES, STRATEGIES
+from trainers.strategies import LOSSES, describe_strategies, known_names
 from trainers.tasks import TASKS
 
 HELP = {
     "task": f"task: {', '.join(TASKS)}",
     "ratio": "share of the training set, in (0, 1] (paper: 1, .75, .5, .25, .01)",
-    "strategy": f"mixing strategy: {', '.join(STRATEGIES)}",
+    "strategy": f"mixing strategy: {', '.join(known_names())}, or a plug-in as "
+                "package.module:NAME (see below and docs/strategies.md)",
     "seed": "seed of the training subset, init, data order and mixing policies",
     "model": "minilm (packaged, offline), a hub name (roberta-large), a local directory, "
              "or random:<tiny|minilm|roberta-large> (random init, for tests/timing)",
@@ -66,8 +67,9 @@ HELP = {
                      "one forward, n losses, one update (beyond the paper)",
     "batchmix_points": "BatchMixup's n new points per batch (0 = batch size)",
     "temperature": "BatchMixup softmax temperature (1 = paper's Eq. 3)",
-    "loss": f"mixed loss: {', '.join(LOSSES)} or auto (mixup: soft_ce; others: the default "
-            "chosen in README)",
+    "mix_layers": "encoder layers k a batch mixes at (tmix): auto (MixText's {7,9,12} scaled "
+                  "to the encoder's depth) or a list such as 7,9,12; 0 = embedding output",
+    "loss": f"mixed loss: {', '.join(LOSSES)} or auto (the strategy's default loss)",
     "clean_loss": "add cross-entropy on the original batch to the mixed loss (true/false)",
     "eval_split": f"{' or '.join(EVAL_SPLITS)}: evaluate on the test set, or on a validation "
                   "split carved from the training subset (test never touched)",
@@ -88,12 +90,20 @@ HELP = {
 }
 
 
+class RawEpilogFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the options' help, the epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trainers.run_cell",
         description="Train and evaluate one BatchMixup cell (task, ratio, strategy, seed) and "
                     "print its metrics: one line per epoch, then a final JSON line.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=RawEpilogFormatter,
+        epilog="strategies (site; the settings each reads):\n" + describe_strategies(),
     )
     defaults = CellConfig()
     for f in fields(CellConfig):

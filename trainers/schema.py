@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationError
 from pydantic.fields import FieldInfo
 
 
@@ -67,6 +67,44 @@ Share = _number(Field(ge=0, lt=1))
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict()]
 PathText = Annotated[Text | None, BeforeValidator(_path_text)]
+
+
+def _layer_set(value: str) -> str:
+    """``auto`` or encoder layers ``k`` as comma-separated integers >= 0, normalised
+    (``"7, 9,12"`` -> ``"7,9,12"``; sorted, each once)."""
+    text = value.strip().lower()
+    if text == "auto":
+        return text
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"mix_layers must be 'auto' or layers k >= 0 separated by commas "
+                         f"(e.g. 7,9,12), got {value!r}")
+    return ",".join(str(k) for k in sorted({int(p) for p in parts}))
+
+
+LayerSet = Annotated[str, Strict(), AfterValidator(_layer_set)]
+"""Encoder layers to mix at: ``auto`` (the strategy's default set) or ``"7,9,12"``."""
+
+
+class Role:
+    """A marker in a field's ``Annotated`` metadata saying what kind of setting it is
+    (pydantic ignores it). :data:`STRATEGY` marks the settings a strategy may read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Role({self.name!r})"
+
+
+STRATEGY = Role("strategy")
+"""A strategy setting (``alpha``, ``mix_samples``, ``loss``, ...): logged and fingerprinted
+only for the strategies that declare they read it (``Strategy.reads``)."""
+
+
+def has_role(annotation: Any, role: Role) -> bool:
+    """Whether ``role`` is in the ``Annotated`` metadata of ``annotation``."""
+    return any(item is role for item in getattr(annotation, "__metadata__", ()))
 
 
 # --------------------------------------------------------------------------- text from a CLI

@@ -3,11 +3,12 @@
 Two implementations behind one small interface, :class:`Updater`, chosen once per cell by
 :func:`make_updater`:
 
-* :class:`AutogradUpdater`: the loss of :func:`trainers.strategies.mixed_loss` (plus the clean
-  cross-entropy), ``backward()``, ``clip_grad_norm_``, ``optimizer.step()``. Every strategy,
-  loss, mode and device.
+* :class:`AutogradUpdater`: the strategy's declared loss (``Strategy.loss``, built by
+  :mod:`trainers.strategies.sites`), ``backward()``, ``clip_grad_norm_``, ``optimizer.step()``.
+  Every strategy, loss, mode and device.
 * :class:`FusedHeadUpdater`: :mod:`trainers.fused_head`'s hand-written backward of the frozen
-  head (frozen features on CPU; none, mixup and nonlinear mixup with the cross-entropy losses),
+  head (frozen features on CPU; the strategies that declare a ``fused`` kind, with the
+  cross-entropy losses),
   the same clipping and fused-AdamW kernel without their per-call Python. It makes the same
   random draws in the same order as the autograd path, so a cell follows the same trajectory
   up to float rounding (tests/test_fused_head.py).
@@ -26,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainers.budget import updates_per_batch
 from trainers.config import CellConfig
 from trainers.errors import CellError
 from trainers.fused_head import (
@@ -39,7 +39,7 @@ from trainers.fused_head import (
     supports,
 )
 from trainers.model import CellModel
-from trainers.strategies import make_mixed_batch, mixed_loss
+from trainers.strategies import Batch
 from trainers.tasks import task_of
 
 PATHS = ("autograd", "fused")
@@ -69,46 +69,34 @@ class Updater(Protocol):
 
 
 def draws_per_update(config: CellConfig) -> int:
-    """Mixed batches averaged in one update: ``mix_samples`` in the shared variant, else 1."""
-    if updates_per_batch(config) > 1 or config.strategy in ("none", "batchmixup"):
-        return 1
-    return config.mix_samples
+    """Mixed batches averaged in one update, as the strategy declares them (shared mixup:
+    ``mix_samples``; most strategies: 1)."""
+    return config.strategy_spec.draws_per_update(config)
 
 
 def fusable(config: CellConfig, device: torch.device) -> bool:
     """Whether :mod:`trainers.fused_head` covers this cell: frozen features (or toy inputs) on
-    CPU, strategies none/mixup/nonlinear_mixup, losses ce/soft_ce. On CUDA the head runs under
-    autocast and kernel launches are asynchronous: autograd is as fast there."""
+    CPU, a strategy that declares a ``fused`` kind, losses ce/soft_ce. On CUDA the head runs
+    under autocast and kernel launches are asynchronous: autograd is as fast there."""
     frozen = config.mode == "frozen" or not task_of(config).encoder
-    return device.type == "cpu" and supports(config.strategy, config.resolved_loss, frozen)
+    return device.type == "cpu" and supports(config.strategy_spec.fused, config.resolved_loss,
+                                             frozen)
 
 
 class AutogradUpdater:
-    """The loss by autograd: CE (none), or mixed loss [+ clean CE] (mixing strategies)."""
+    """The loss by autograd: the strategy's declared ``loss`` of the batch."""
 
     path = "autograd"
 
     def __init__(self, ctx: UpdateContext) -> None:
         self.ctx = ctx
+        self.strategy = ctx.config.strategy_spec
 
     def loss(self, inputs: Any, targets: Tensor) -> Tensor:
         """The loss of one update, with its graph."""
-        config, model = self.ctx.config, self.ctx.model
+        batch = Batch(self.ctx.model, inputs, targets, self.ctx.config, self.strategy)
         with self.ctx.autocast:
-            v = model.represent(inputs)
-            if config.strategy == "none":
-                return F.cross_entropy(model.scores(v).float(), targets)
-            W = model.label_vectors
-            draws = draws_per_update(config)
-            mixed = sum(
-                mixed_loss(make_mixed_batch(config.strategy, v, targets, W, config.alpha,
-                                            config.batchmix_points or None, config.temperature),
-                           W, config.resolved_loss)
-                for _ in range(draws)
-            ) / draws
-            if config.clean_loss:
-                mixed = mixed + F.cross_entropy(model.scores(v).float(), targets)
-            return mixed
+            return self.strategy.loss(batch)
 
     def step(self, inputs: Any, targets: Tensor) -> Tensor:
         ctx = self.ctx
@@ -140,7 +128,7 @@ class FusedHeadUpdater:
         config, model = self.ctx.config, self.ctx.model
         b = features.shape[0]
         keep = draw_dropout((b, model.dim), model.dropout.p, features.device)
-        pairs = draw_pairs(config.strategy, b, model.dim, config.alpha,
+        pairs = draw_pairs(config.strategy_spec.fused, b, model.dim, config.alpha,
                            draws_per_update(config), features.device)
         return head_update(model, features, self.onehot(targets), keep, pairs, config.clean_loss)
 
@@ -171,7 +159,7 @@ def make_updater(ctx: UpdateContext, device: torch.device,
     possible = fusable(ctx.config, device) and head_layout_known(ctx.model)
     if fused and not possible:
         raise CellError(f"{ctx.config.cell_name}: the fused head update covers frozen "
-                        "features on CPU with strategies none/mixup/nonlinear_mixup and losses "
+                        "features on CPU with strategies that declare a fused kind and losses "
                         "ce/soft_ce")
     use_fused = possible if fused is None else fused
     return FusedHeadUpdater(ctx) if use_fused else AutogradUpdater(ctx)

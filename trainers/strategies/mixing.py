@@ -1,27 +1,23 @@
-"""Mixing strategies on hidden states: none, mixup, nonlinear mixup and BatchMixup.
+"""The mathematics the mixing strategies share: Beta draws, interpolation, losses.
 
-Every strategy works on the representations ``v(x) in R^d`` that the encoder (plus the
-optional MLP block) produces, and on the classifier ``W in R^{c x d}`` whose row ``w_y`` is
-the representation of label ``y`` (Yin et al., Section 4). A strategy returns a
-:class:`MixedBatch`: mixed inputs, the label vectors mixed with the *same* policy, and the share
-of mixing weight each class receives (the soft target of Eq. 2). :func:`mixed_loss` then scores
-the mixed points with one of three losses.
+Every strategy of the paper's frame works on the representations ``v(x) in R^d`` that the
+encoder (plus the optional MLP block) produces, and on the classifier ``W in R^{c x d}`` whose
+row ``w_y`` is the representation of label ``y`` (Yin et al., Section 4). Mixing makes a
+:class:`MixedBatch`: mixed inputs, the label vectors mixed with the *same* policy, and the
+share of mixing weight each class receives (the soft target of Eq. 2). :func:`mixed_loss` then
+scores the mixed points with one of three losses. Each strategy is declared in its own file
+under :mod:`trainers.strategies.builtin` and uses these functions.
 
 Papers:
     * mixup: Zhang, Cisse, Dauphin, Lopez-Paz. "mixup: Beyond Empirical Risk Minimization".
       ICLR 2018. On hidden states of a transformer: Sun et al. "Mixup-Transformer", COLING 2020.
-    * nonlinear mixup: Guo. "Nonlinear Mixup: Out-Of-Manifold Data Augmentation for Text
-      Classification". AAAI 2020.
     * BatchMixup: Yin, Wang, Qu, Xiong. "BatchMixup: Improving Training by Interpolating
       Hidden States of the Entire Mini-batch". Findings of ACL 2021. Equations 1-4 below refer
       to this paper.
 
 Choices where the papers leave room (each documented where it lives):
-    * mixup draws one beta per pair (the paper samples "n times per point pair"), partners come
-      from a random permutation of the batch.
-    * nonlinear mixup mixes the label vectors ``w_y`` with the same per-dimension policy as the
-      inputs (Guo 2020 learns a separate label policy; here the policy is shared so that all
-      three mixing strategies fit the paper's "label representation" view).
+    * pairwise mixing draws one beta per pair (the paper samples "n times per point pair"),
+      partners come from a random permutation of the batch (:func:`draw_pair`).
     * BatchMixup's softmax gets a ``temperature`` (1 reproduces Eq. 3). With Beta draws in
       [0, 1], temperature 1 gives weights within a factor e of uniform, so mixed points sit near
       the batch mean; lower temperatures spread them out.
@@ -36,8 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-STRATEGIES = ("none", "mixup", "nonlinear_mixup", "batchmixup")
 LOSSES = ("dot", "soft_ce", "cosine")
+DEFAULT_LABEL_VECTOR_LOSS = "soft_ce"
+"""The default loss of the strategies that mix label vectors (every built-in mixing strategy but
+mixup, whose default is always soft_ce, i.e. Zhang et al.'s mixed cross-entropy of Eq. 2) when
+``loss=auto``. Chosen from measurements recorded in docs/design.md ("Choosing batchmixup's
+loss")."""
 
 
 @dataclass
@@ -160,47 +160,28 @@ def mix_pairs(
     """
     lam = lam.to(representations.dtype)
     inputs = lam * representations + (1 - lam) * representations[partner]
+    return mix_targets(inputs, label_vectors, onehot, partner, lam)
+
+
+def mix_targets(inputs: Tensor, label_vectors: Tensor, onehot: Tensor, partner: Tensor,
+                lam: Tensor) -> MixedBatch:
+    """The targets of points mixed pairwise (Eq. 2): label vectors ``lam * w_{y_i} + (1 - lam)
+    * w_{y_j}`` and each class's share of the mixing weight, beside the mixed ``inputs``.
+
+    Strategies that mix inside the encoder (:mod:`trainers.strategies.sites`) get their mixed
+    representations from the encoder and their targets here.
+
+    Args:
+        inputs: ``[b, d]`` the mixed representations.
+        label_vectors: ``[b, d]`` rows of W for each example's label.
+        onehot: ``[b, c]`` one-hot labels.
+        partner: ``[b]`` index of each example's partner j.
+        lam: ``[b, 1]`` or ``[b, d]`` coefficients, in the label vectors' dtype.
+    """
     labels = lam * label_vectors + (1 - lam) * label_vectors[partner]
     share = lam.mean(dim=1, keepdim=True).to(onehot.dtype)
     class_weights = share * onehot + (1 - share) * onehot[partner]
     return MixedBatch(inputs=inputs, labels=labels, class_weights=class_weights)
-
-
-def mixup(representations: Tensor, targets: Tensor, classifier: Tensor, alpha: float) -> MixedBatch:
-    """Standard mixup on hidden states (Zhang et al. 2018; Sun et al. 2020), Eq. 1-2.
-
-    One ``beta ~ Beta(alpha, alpha)`` per pair; partners by a random permutation.
-
-    Args:
-        representations: ``[b, d]`` hidden states.
-        targets: ``[b]`` integer labels.
-        classifier: ``[c, d]`` weight W; row y is label y's representation.
-        alpha: Beta concentration.
-    """
-    b = representations.shape[0]
-    lam, partner = draw_pair(b, 1, alpha, representations.device)
-    onehot = F.one_hot(targets, classifier.shape[0]).float()
-    return mix_pairs(representations, classifier[targets], onehot, partner, lam)
-
-
-def nonlinear_mixup(
-    representations: Tensor, targets: Tensor, classifier: Tensor, alpha: float
-) -> MixedBatch:
-    """Nonlinear mixup (Guo 2020) on hidden states: one Beta draw per hidden dimension.
-
-    The scalar beta of Eq. 1 becomes a vector ``lam in [0, 1]^d``; the label vectors are mixed
-    with the same per-dimension policy.
-
-    Args:
-        representations: ``[b, d]`` hidden states.
-        targets: ``[b]`` integer labels.
-        classifier: ``[c, d]`` weight W.
-        alpha: Beta concentration.
-    """
-    b, d = representations.shape
-    lam, partner = draw_pair(b, d, alpha, representations.device)
-    onehot = F.one_hot(targets, classifier.shape[0]).float()
-    return mix_pairs(representations, classifier[targets], onehot, partner, lam)
 
 
 def batchmixup_policy(
@@ -260,31 +241,6 @@ def mix_batch(
     return MixedBatch(inputs=inputs, labels=labels, class_weights=class_weights)
 
 
-def batchmixup(
-    representations: Tensor,
-    targets: Tensor,
-    classifier: Tensor,
-    alpha: float,
-    n_points: int | None = None,
-    temperature: float = 1.0,
-) -> MixedBatch:
-    """BatchMixup (Yin et al., Eq. 3-4): n new points, each mixing the entire mini-batch.
-
-    Args:
-        representations: ``[b, d]`` hidden states.
-        targets: ``[b]`` integer labels.
-        classifier: ``[c, d]`` weight W.
-        alpha: Beta concentration of the policy entries.
-        n_points: number of new points n; ``None`` means the batch size.
-        temperature: softmax temperature (1 = paper).
-    """
-    b, d = representations.shape
-    n = b if n_points is None else n_points
-    weights = batchmixup_policy(n, d, b, alpha, temperature, device=representations.device)
-    onehot = F.one_hot(targets, classifier.shape[0]).float()
-    return mix_batch(weights, representations, classifier[targets], onehot)
-
-
 def mixed_loss(mixed: MixedBatch, classifier: Tensor, kind: str) -> Tensor:
     """Loss of mixed points against their mixed labels.
 
@@ -304,22 +260,3 @@ def mixed_loss(mixed: MixedBatch, classifier: Tensor, kind: str) -> Tensor:
     if kind == "cosine":
         return (1 - F.cosine_similarity(mixed.inputs.float(), mixed.labels.float(), dim=-1)).mean()
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
-
-
-def make_mixed_batch(
-    strategy: str,
-    representations: Tensor,
-    targets: Tensor,
-    classifier: Tensor,
-    alpha: float,
-    n_points: int | None = None,
-    temperature: float = 1.0,
-) -> MixedBatch:
-    """Dispatch to the strategy named ``strategy`` (one of mixup, nonlinear_mixup, batchmixup)."""
-    if strategy == "mixup":
-        return mixup(representations, targets, classifier, alpha)
-    if strategy == "nonlinear_mixup":
-        return nonlinear_mixup(representations, targets, classifier, alpha)
-    if strategy == "batchmixup":
-        return batchmixup(representations, targets, classifier, alpha, n_points, temperature)
-    raise ValueError(f"strategy {strategy!r} does not mix; choose from {', '.join(STRATEGIES[1:])}")
