@@ -262,7 +262,7 @@ class SweepLock:
 
     def _take_over(self, stale: Holder, reason: str) -> bool:
         """Replace a stale lock; False when another launch got there first."""
-        claim = f"{self.name}.takeover.{stale.token or 'none'}"
+        claim = f"{self.name}.takeover.{stale.token or 'untokened'}"
         if not self._create(claim, {"token": self.token}):
             time.sleep(1.0)
             return False

@@ -1,12 +1,15 @@
 """Epoch times of the report: like with like only.
 
 An epoch time is comparable with another only when both ran the same code path on the same
-hardware: on CPU the frozen none/mixup/nonlinear_mixup arms update their head with the fused
-closed-form backward (``update_path=fused``) while BatchMixup (and every fine-tuned arm) runs
-autograd (``update_path=autograd``). So ``× none`` is computed only against a ``none`` row of
-the same (task, ratio, update path, hardware), and the paper's claim (Section 5: BatchMixup
-≈ 1× and 15-sample mixup ≈ 13× the plain model, per RTE epoch of RoBERTa-large fine-tuning on
-a V100) is set only beside fine-tuned rows whose strategy and sample count match it.
+hardware: on CPU the frozen arms whose strategy declares a fused head update (``Strategy.fused``:
+the baseline, mixup, nonlinear mixup) update their head with the fused closed-form backward
+(``update_path=fused``) while the others (BatchMixup, every fine-tuned arm) run autograd
+(``update_path=autograd``). So ``× none`` is computed only against a baseline row (a strategy
+of family ``unmixed``) of the same (task, ratio, update path, hardware), and the paper's claim
+(Section 5: BatchMixup ≈ 1× and 15-sample mixup ≈ 13× the plain model, per RTE epoch of
+RoBERTa-large fine-tuning on a V100) is set only beside fine-tuned rows whose strategy and
+sample count match it (:func:`results.paper.paper_time_ratio`). Each row also says how many
+forward passes and optimizer updates a batch costs its strategy, as the strategy declared them.
 """
 
 from __future__ import annotations
@@ -18,18 +21,19 @@ import pandas as pd
 from results import paper
 from results.tables import (
     DASH,
-    MIXUP_TYPES,
+    UNMIXED,
     _algorithm,
     current_final,
     format_ratio,
     markdown_table,
     param,
     sort_rows,
+    strategy_family,
 )
 
 COLUMNS = [
     "task", "ratio", "strategy", "update_path", "mode", "mixup_variant", "mix_samples",
-    "hardware", "runs", "epochs", "mean_epoch_seconds", "std_epoch_seconds",
+    "passes", "hardware", "runs", "epochs", "mean_epoch_seconds", "std_epoch_seconds",
     "mean_examples_per_second", "ratio_to_none", "paper_ratio", "note",
 ]
 KEY = ["task", "ratio", "strategy", "update_path", "mode", "mixup_variant", "mix_samples",
@@ -41,16 +45,29 @@ def _keyed_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Finished current runs with their efficiency key columns."""
     done = current_final(runs)
     done = done[done["status"] == "FINISHED"]
-    algorithm = _algorithm(done)
-    is_mixup = algorithm.isin(MIXUP_TYPES)
+    # A strategy logs only the settings it reads: mixup_variant and mix_samples are "" for
+    # the others.
     return done[["run_id", "task", "ratio", "strategy"]].assign(
-        algorithm=algorithm,
+        algorithm=_algorithm(done),
+        family=strategy_family(done),
         update_path=param(done, "update_path").replace("", UNKNOWN),
         mode=param(done, "mode"),
-        mixup_variant=param(done, "mixup_variant").where(is_mixup, ""),
-        mix_samples=param(done, "mix_samples").where(is_mixup, ""),
+        mixup_variant=param(done, "mixup_variant"),
+        mix_samples=param(done, "mix_samples"),
         hardware=done["hardware"].replace("", UNKNOWN),
+        passes=_passes(done),
     )
+
+
+def _passes(runs: pd.DataFrame) -> pd.Series:
+    """``forward passes / updates`` per batch, as the run's strategy declared them (tags
+    ``forward_passes_per_batch``, ``updates_per_batch``); "" for runs without the tags."""
+    def column(name: str) -> pd.Series:
+        values = runs[name] if name in runs.columns else pd.Series("", index=runs.index)
+        return values.fillna("").astype(str)
+
+    forward, updates = column("forward_passes_per_batch"), column("updates_per_batch")
+    return (forward + " / " + updates).where((forward != "") & (updates != ""), "")
 
 
 def _per_run_times(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +91,8 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     hardware) over the finished current runs.
 
     ``mean_epoch_seconds`` / ``std_epoch_seconds``: mean and sample std over runs of each
-    run's mean epoch time; ``ratio_to_none``: divided by the ``none`` row with the same
+    run's mean epoch time; ``ratio_to_none``: divided by the baseline row (a strategy of
+    family ``unmixed``) with the same
     (task, ratio, update path, hardware), NaN (with a ``note``) when there is none;
     ``paper_ratio``: the paper's claim where it applies (:func:`paper_ratio`).
     """
@@ -86,6 +104,8 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(KEY, values, strict=True))
         row.update(
             algorithm=str(group["algorithm"].iloc[0]),
+            passes=str(group["passes"].iloc[0]),
+            family=str(group["family"].iloc[0]),
             runs=int(len(group)),
             epochs=int(group["epochs"].sum()),
             mean_epoch_seconds=float(group["epoch_seconds"].mean()),
@@ -94,7 +114,7 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             mean_examples_per_second=float(group["examples_per_second"].mean()),
         )
         rows.append(row)
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "algorithm"])
+    table = pd.DataFrame(rows, columns=[*COLUMNS, "algorithm", "family"])
     if table.empty:
         return table[COLUMNS]
     _add_ratios(table)
@@ -103,14 +123,14 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 def _add_ratios(table: pd.DataFrame) -> None:
     """Fill ``ratio_to_none``, ``paper_ratio`` and ``note`` in place."""
-    nones = table[table["strategy"] == "none"]
+    nones = table[table["family"] == UNMIXED]
     same = {(r.task, round(r.ratio, 9), r.update_path, r.hardware): r.mean_epoch_seconds
             for r in nones.itertuples()}
     ratio, note = [], []
     for r in table.itertuples():
         base = same.get((r.task, round(r.ratio, 9), r.update_path, r.hardware))
         ratio.append(r.mean_epoch_seconds / base if base else math.nan)
-        if base or r.strategy == "none":
+        if base or r.family == UNMIXED:
             note.append("")
             continue
         others = nones[(nones["task"] == r.task) & (nones["ratio"] == r.ratio)]
@@ -131,11 +151,8 @@ def paper_ratio(algorithm: str, mode: str, variant: str, mix_samples: str) -> fl
     cost the claim is about). The ≈13× of (nonlinear) mixup is for 15 beta samples per pair,
     each its own update (``mixup_variant=faithful``).
     """
-    claim = paper.paper_time_ratio(algorithm)
+    claim = paper.paper_time_ratio(algorithm, mix_samples, variant)
     if claim is None or mode != paper.MODE:
-        return math.nan
-    if algorithm in MIXUP_TYPES and (mix_samples != str(paper.EFFICIENCY_MIX_SAMPLES)
-                                     or variant not in ("faithful", "")):
         return math.nan
     return claim
 
@@ -156,8 +173,8 @@ def efficiency_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_No epoch_seconds were logged._"
     headers = ["Task", "Training data", "Arm", "update path", "mode", "variant", "mix samples",
-               "runs", "epoch time (mean ± std over runs)", "examples/s", "× none",
-               "paper × none", "hardware"]
+               "forward passes / updates per batch", "runs", "epoch time (mean ± std over runs)",
+               "examples/s", "× none", "paper × none", "hardware"]
     rows = []
     for _, r in table.iterrows():
         times = DASH if math.isnan(r["ratio_to_none"]) else f"{r['ratio_to_none']:.2f}×"
@@ -166,7 +183,8 @@ def efficiency_markdown(table: pd.DataFrame) -> str:
         rows.append([
             r["task"], format_ratio(r["ratio"]), r["strategy"], r["update_path"],
             r["mode"] or DASH, r["mixup_variant"] or DASH, r["mix_samples"] or DASH,
-            str(r["runs"]), format_seconds(r["mean_epoch_seconds"], r["std_epoch_seconds"]),
+            r["passes"] or DASH, str(r["runs"]),
+            format_seconds(r["mean_epoch_seconds"], r["std_epoch_seconds"]),
             DASH if math.isnan(r["mean_examples_per_second"])
             else f"{r['mean_examples_per_second']:,.0f}",
             times,

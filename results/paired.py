@@ -1,7 +1,9 @@
 """Paired comparisons of arms within each (task, ratio): which arm is better, and how sure.
 
-Per (task, ratio) every arm is compared with ``none``, and every BatchMixup arm with every
-other mixing arm (mixup, nonlinear mixup). Runs are paired by seed: the same seed is the same
+Per (task, ratio) every arm is compared with the baseline arm (the first arm whose strategy
+does not mix: family ``unmixed``, recorded by the strategy's tags), and every arm that mixes
+the whole batch (family ``batch``, BatchMixup) with every arm that mixes pairs (family
+``pairwise``: mixup, nonlinear mixup, TMix, ...). Runs are paired by seed: the same seed is the same
 training subset and validation split in every arm. The statistics (see :mod:`results.stats`
 and ``docs/report.md``):
 
@@ -29,9 +31,11 @@ import pandas as pd
 
 from results import stats
 from results.tables import (
+    BATCH,
     DASH,
     METRIC_VAL,
-    MIXUP_TYPES,
+    PAIRWISE,
+    UNMIXED,
     finished_cells,
     format_count,
     format_ratio,
@@ -40,6 +44,7 @@ from results.tables import (
     ordered_seeds,
     ordered_strategies,
     ordered_tasks,
+    strategy_family,
 )
 
 Predictions = Callable[[str], "dict[str, Any] | None"]
@@ -54,20 +59,20 @@ COLUMNS = [
 ]
 
 
-def comparisons(algorithms: dict[str, str]) -> list[tuple[str, str]]:
-    """(arm, baseline) pairs for one (task, ratio), given each arm's algorithm.
+def comparisons(families: dict[str, str]) -> list[tuple[str, str]]:
+    """(arm, baseline) pairs for one (task, ratio), given each arm's strategy family.
 
-    Every arm against the ``none`` arm (the arm named ``none``, else the first arm running
-    algorithm ``none``), then every BatchMixup arm against every mixup-type arm.
+    Every arm against the baseline (the first arm, in table order, of family ``unmixed``),
+    then every ``batch`` arm against every ``pairwise`` arm.
     """
-    arms = ordered_strategies(algorithms)
-    nones = [a for a in arms if a == "none"] or [a for a in arms if algorithms[a] == "none"]
+    arms = ordered_strategies(families)
+    baselines = [a for a in arms if families[a] == UNMIXED]
     pairs: list[tuple[str, str]] = []
-    if nones:
-        pairs += [(arm, nones[0]) for arm in arms if arm != nones[0]]
-    batch = [a for a in arms if algorithms[a] == "batchmixup"]
-    mixers = [a for a in arms if algorithms[a] in MIXUP_TYPES]
-    pairs += [(a, b) for a in batch for b in mixers]
+    if baselines:
+        pairs += [(arm, baselines[0]) for arm in arms if arm != baselines[0]]
+    batch = [a for a in arms if families[a] == BATCH]
+    pairwise = [a for a in arms if families[a] == PAIRWISE]
+    pairs += [(a, b) for a in batch for b in pairwise]
     return pairs
 
 
@@ -214,8 +219,8 @@ def paired_table(
     for task in ordered_tasks(cells["task"]):
         for ratio in ordered_ratios(cells.loc[cells["task"] == task, "ratio"]):
             here = cells[(cells["task"] == task) & np.isclose(cells["ratio"], ratio)]
-            algorithms = dict(zip(here["strategy"], here["algorithm"], strict=False))
-            for arm, baseline in comparisons(algorithms):
+            families = dict(zip(here["strategy"], strategy_family(here), strict=False))
+            for arm, baseline in comparisons(families):
                 rows.append(compare(task, ratio, arm, baseline, here, predictions,
                                     resamples, seed))
     holm_t = stats.holm([r["p_t"] for r in rows])

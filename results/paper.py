@@ -27,6 +27,8 @@ TASKS: tuple[str, ...] = ("rte", "fewrel", "banking77")
 
 STRATEGIES: tuple[str, ...] = ("none", "mixup", "nonlinear_mixup", "batchmixup")
 """The paper's systems, in the paper's row order."""
+MARKERS: dict[str, str] = {"none": "o", "mixup": "s", "nonlinear_mixup": "^", "batchmixup": "D"}
+"""Each paper strategy's fixed plot marker (other arms cycle through the rest)."""
 
 RATIOS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.01)
 """The paper's training-data fractions, in the paper's row order."""
@@ -111,6 +113,17 @@ EFFICIENCY_MINUTES: dict[str, float] = {
     "nonlinear_mixup": 20.0,
 }
 """Approximate minutes per RTE epoch ("about 1.5min", "~20 mins")."""
+PAIRWISE = ("mixup", "nonlinear_mixup")
+"""The paper's strategies whose ~20 min are for 15 samples per pair, each its own update."""
+
+DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
+    "none": ("none", "unmixed", "nowhere"),
+    "mixup": ("mixup", "pairwise", "pooled"),
+    "nonlinear_mixup": ("nonlinear mixup", "pairwise", "pooled"),
+    "batchmixup": ("BatchMixup", "batch", "pooled"),
+}
+"""(label, family, site) of the paper's strategies, for runs recorded before the strategy tags
+(``strategy_label``, ``strategy_family``, ``strategy_site``) existed."""
 
 
 def paper_cell(ratio: float, strategy: str, task: str) -> tuple[float, float] | None:
@@ -121,9 +134,21 @@ def paper_cell(ratio: float, strategy: str, task: str) -> tuple[float, float] | 
     return None
 
 
-def paper_time_ratio(strategy: str) -> float | None:
-    """Return the paper's epoch-time ratio of ``strategy`` to ``none`` (e.g. 20/1.5 for mixup)."""
+def paper_time_ratio(strategy: str, mix_samples: str = "",
+                     variant: str = "") -> float | None:
+    """Return the paper's epoch-time ratio of ``strategy`` to ``none`` (e.g. 20/1.5 for mixup),
+    or None where the paper has none: another strategy, or (nonlinear) mixup with another
+    sample count than 15 or not one update per sample (``mixup_variant=faithful``).
+
+    Args:
+        strategy: the run's strategy (tag ``strategy``).
+        mix_samples, variant: its ``mix_samples`` and ``mixup_variant`` params ("" when the
+            strategy does not read them).
+    """
     if strategy not in EFFICIENCY_MINUTES:
+        return None
+    if strategy in PAIRWISE and (mix_samples != str(EFFICIENCY_MIX_SAMPLES)
+                                 or variant not in ("faithful", "")):
         return None
     return EFFICIENCY_MINUTES[strategy] / EFFICIENCY_MINUTES["none"]
 

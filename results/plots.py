@@ -33,7 +33,10 @@ from results.tables import format_ratio, ordered_ratios, ordered_strategies, ord
 
 DPI = 120
 PAPER_COLOR = "0.45"
-MARKERS = {"none": "o", "mixup": "s", "nonlinear_mixup": "^", "batchmixup": "D"}
+MARKERS = paper.MARKERS
+HOLLOW = (0.0, 0.0, 0.0, 0.0)
+"""A transparent marker face: the paper's points are drawn hollow."""
+NO_LINE = ""
 OTHER_MARKERS = ("v", "P", "X", "*", "h", "<", ">")
 LOG_SPAN = 10.0
 """A log axis is used when the largest value is more than this many times the smallest."""
@@ -98,8 +101,8 @@ def plot_accuracy_vs_ratio(table1: pd.DataFrame, path: Path, metric: str = "test
                 continue
             shown_paper.add(system)
             ax.errorbar([r * 1.08 for r, _ in refs], [ref[0] for _, ref in refs],
-                        yerr=[ref[1] for _, ref in refs], fmt=MARKERS[system], mfc="none",
-                        mec=PAPER_COLOR, ecolor=PAPER_COLOR, capsize=2, linestyle="none",
+                        yerr=[ref[1] for _, ref in refs], fmt=MARKERS[system], mfc=HOLLOW,
+                        mec=PAPER_COLOR, ecolor=PAPER_COLOR, capsize=2, linestyle=NO_LINE,
                         markersize=7)
         _ratio_axis(ax, ratios)
         ax.set_ylabel(f"{metric} (%)")
@@ -108,8 +111,8 @@ def plot_accuracy_vs_ratio(table1: pd.DataFrame, path: Path, metric: str = "test
     handles = [Line2D([], [], color=colors[s], marker=_marker(s, others), label=s)
                for s in strategies if s in set(data["strategy"])]
     setting = paper.SETTING if paper_setting else f"{paper.SETTING}; not this setting"
-    handles += [Line2D([], [], color=PAPER_COLOR, marker=MARKERS[s], mfc="none",
-                       linestyle="none", label=f"paper {s} ({setting})")
+    handles += [Line2D([], [], color=PAPER_COLOR, marker=MARKERS[s], mfc=HOLLOW,
+                       linestyle=NO_LINE, label=f"paper {s} ({setting})")
                 for s in paper.STRATEGIES if s in shown_paper]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 4),
                bbox_to_anchor=(0.5, 0.0), fontsize="small")

@@ -132,7 +132,7 @@ def _header(report: Report) -> list[str]:
         "",
         f"- Generated {now} from MLflow `{redact_uri(data.tracking_uri)}`, experiment id "
         f"{data.experiment_id}.",
-        f"- Final-phase runs of the current configurations: {len(finals)} ({status or 'none'}); "
+        f"- Final-phase runs of the current configurations: {len(finals)} ({status or 'no runs'}); "
         f"finished cells used: {finished}; search trials: {len(tables.search_phase(runs))}.",
         f"- Sweep tag(s): {sweeps}. Git commit(s): {commits}.",
         f"- In the MLflow UI, whose markdown viewer shows no images, open `{REPORT_HTML}` "
@@ -547,7 +547,7 @@ def _summary_tags(report: Report) -> dict[str, str]:
         "report.mode": facts.mode,
         "report.hardware": hardware[:NOTE_LIMIT],
         "report.paper_setting": ", ".join(t for t, ok in facts.paper_tasks.items() if ok)
-        or "none",
+        or "no task",
         **{f"report_{k}": str(v) for k, v in _cell_counts(report).items()},
     }
 

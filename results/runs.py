@@ -32,6 +32,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run, ViewType  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from results import paper  # noqa: E402
 from results.uris import health_request, redact_text, redact_uri  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -51,7 +52,14 @@ INFO_TAGS = (
     "cell",
     "failure_reason",
     "chosen",
+    "updates_per_batch",
+    "forward_passes_per_batch",
+    "strategy_source",
 )
+STRATEGY_TAGS = ("strategy_label", "strategy_family", "strategy_site")
+"""What a cell's strategy declared (``trainers.strategies.strategy_tags``); runs recorded
+before these tags get the paper's strategies' values (:data:`results.paper.DESCRIPTIONS`)."""
+UNKNOWN = "unknown"
 
 HISTORY_METRICS = (
     "accuracy",
@@ -106,7 +114,9 @@ class SweepData:
     ``runs`` has one row per ``kind=cell`` run: ``run_id``, ``run_name``, ``status``,
     ``start_time`` (ms), the tags ``task``, ``ratio`` (float), ``ratio_tag`` (as logged),
     ``strategy`` (the sweep's arm name, tag ``arm``; the strategy tag when there is none),
-    ``algorithm`` (tag ``strategy``: none, mixup, nonlinear_mixup or batchmixup), ``seed``,
+    ``algorithm`` (tag ``strategy``: a built-in strategy or a plug-in's ``module:NAME``),
+    ``strategy_label``, ``strategy_family``, ``strategy_site`` (:data:`STRATEGY_TAGS`),
+    ``seed``,
     ``fingerprint`` ("" for runs that predate it), ``command``, ``sweep``, ``phase`` (missing
     -> ``final``), ``hardware``, ``git_commit``, ``ray_trial_id``, ``cell``,
     ``failure_reason``, one ``param.<name>`` column per logged param, one ``final.<metric>``
@@ -259,6 +269,9 @@ def _run_row(run: Run) -> dict[str, object] | str:
     }
     for tag in INFO_TAGS:
         row[tag] = tags.get(tag, "")
+    known = paper.DESCRIPTIONS.get(tags["strategy"], (tags["strategy"], UNKNOWN, UNKNOWN))
+    for tag, fallback in zip(STRATEGY_TAGS, known, strict=True):
+        row[tag] = tags.get(tag) or fallback
     row["phase"] = row["phase"] or "final"
     for name, value in run.data.params.items():
         row[PARAM_PREFIX + name] = value
@@ -334,7 +347,7 @@ def load_sweep(experiment: str, tracking_uri: str | None = None) -> SweepData:
     exp = client.get_experiment_by_name(experiment)
     if exp is None or exp.lifecycle_stage != "active":
         names = sorted(e.name for e in client.search_experiments())
-        known = ", ".join(names) if names else "none"
+        known = ", ".join(names) if names else "no experiments"
         raise ReportError(f"unknown experiment {experiment!r} in {uri} (known: {known})")
 
     notes: list[str] = []

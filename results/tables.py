@@ -20,10 +20,13 @@ import pandas as pd
 from results import configs, paper
 
 CELL_KEY = ["task", "ratio", "strategy", "seed"]
-MIXUP_TYPES = ("mixup", "nonlinear_mixup")
-"""Strategies whose cost depends on ``mix_samples`` and ``mixup_variant``."""
-MIXING = ("mixup", "nonlinear_mixup", "batchmixup")
-"""Algorithms that mix examples."""
+UNMIXED = "unmixed"
+"""The ``strategy_family`` of a strategy that does not mix (``trainers.strategies.FAMILIES``):
+the baseline every arm is compared with."""
+PAIRWISE = "pairwise"
+"""The family of strategies whose new points mix two examples."""
+BATCH = "batch"
+"""The family of strategies whose new points mix the whole mini-batch (BatchMixup's idea)."""
 
 DASH = "—"
 
@@ -538,6 +541,15 @@ def missing_cells(runs: pd.DataFrame, manifest: dict[str, Any] | None = None) ->
 # --------------------------------------------------------------------------- search phase
 
 
+def strategy_family(runs: pd.DataFrame) -> pd.Series:
+    """Each run's ``strategy_family`` (:data:`UNMIXED`, :data:`PAIRWISE`, :data:`BATCH`, or
+    ``unknown``), from its tag, else from the paper's strategies for frames without it."""
+    known = _algorithm(runs).map(lambda name: paper.DESCRIPTIONS.get(name, ("", "unknown"))[1])
+    if "strategy_family" in runs.columns:
+        return runs["strategy_family"].replace("", np.nan).fillna(known).astype(str)
+    return known
+
+
 def _algorithm(runs: pd.DataFrame) -> pd.Series:
     """The algorithm of each run (tag ``strategy``); the arm name for frames without it."""
     if "algorithm" in runs.columns:
@@ -551,7 +563,7 @@ def search_summary(runs: pd.DataFrame) -> pd.DataFrame:
     A trial's score is its ``val_accuracy`` at the last logged step. The best trial is the one
     orchestrator.search selected (tag ``chosen=true``) when a group has one, else the highest
     score. Columns: task, ratio, strategy, trials, finished, best_val_accuracy (%), best_trial,
-    alpha, temperature (only for batchmixup, the one strategy that uses it).
+    alpha, temperature (blank for strategies that do not read it: their runs do not log it).
     """
     columns = ["task", "ratio", "strategy", "trials", "finished", "best_val_accuracy",
                "best_trial", "alpha", "temperature"]
@@ -583,7 +595,7 @@ def _search_row(task: str, ratio: float, strategy: str, group: pd.DataFrame) -> 
         best_val_accuracy=float(best["final.val_accuracy"]) * 100.0,
         best_trial=best["ray_trial_id"] or best["run_name"],
         alpha=best["alpha"],
-        temperature=best["temperature"] if _algorithm(group).iloc[0] == "batchmixup" else "",
+        temperature=best["temperature"],  # logged only by the strategies that read it
     )
     return row
 

@@ -244,7 +244,9 @@ def _log_search(store: Store, client: MlflowClient, exp_id: str) -> None:
         metrics = [Metric("val_accuracy", val - 0.1, 0, 1), Metric("val_accuracy", val, 0, 2)]
         if i == 0:
             metrics.append(Metric("accuracy", 0.99, 0, 2))
-        params = cell_params("rte", "0.25", arm, alpha=alpha, temperature=temperature)
+        # A strategy logs only the settings it reads (CellConfig.applicable): mixup no temperature.
+        extra = {"temperature": temperature} if arm == "batchmixup" else {}
+        params = cell_params("rte", "0.25", arm, alpha=alpha, **extra)
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, v) for k, v in params.items()])
         client.set_terminated(run.info.run_id, "FINISHED")
@@ -554,7 +556,7 @@ def test_efficiency_ratios_within_one_path(store: Store, report_dir: Path) -> No
             assert pd.isna(row["mixup_variant"])
             assert row["paper_ratio"] == pytest.approx(1.0)
     rows = markdown_rows(section(report_dir, "Efficiency"), ["rte", "25%", "none"])
-    assert rows[0][8].endswith(" s") and rows[0][10] == "1.00×"
+    assert rows[0][9].endswith(" s") and rows[0][11] == "1.00×"
 
 
 # --------------------------------------------------------------------------- files, MLflow

@@ -253,13 +253,15 @@ def test_predictions_that_disagree_with_the_counts_are_not_used() -> None:
 
 
 def test_comparisons_per_arm_set() -> None:
-    algorithms = {"none": "none", "mixup": "mixup", "mixup_shared": "mixup",
-                  "nonlinear_mixup": "nonlinear_mixup", "batchmixup": "batchmixup",
-                  "batchmixup_dot": "batchmixup"}
-    pairs = paired.comparisons(algorithms)
-    assert pairs[:5] == [(arm, "none") for arm in
+    families = {"none": "unmixed", "mixup": "pairwise", "mixup_shared": "pairwise",
+                "nonlinear_mixup": "pairwise", "batchmixup": "batch", "batchmixup_dot": "batch",
+                "tmix": "pairwise"}
+    pairs = paired.comparisons(families)
+    assert pairs[:6] == [(arm, "none") for arm in
                          ["mixup", "nonlinear_mixup", "batchmixup", "batchmixup_dot",
-                          "mixup_shared"]]
-    assert set(pairs[5:]) == {(b, m) for b in ("batchmixup", "batchmixup_dot")
-                              for m in ("mixup", "nonlinear_mixup", "mixup_shared")}
-    assert paired.comparisons({"batchmixup": "batchmixup"}) == []
+                          "mixup_shared", "tmix"]]
+    assert set(pairs[6:]) == {(b, m) for b in ("batchmixup", "batchmixup_dot")
+                              for m in ("mixup", "nonlinear_mixup", "mixup_shared", "tmix")}
+    assert paired.comparisons({"batchmixup": "batch"}) == []
+    # the baseline is whichever arm does not mix, whatever it is called
+    assert paired.comparisons({"plain": "unmixed", "mine": "pairwise"}) == [("mine", "plain")]

@@ -124,7 +124,7 @@ def test_frozen_cpu_sweep_paths_and_paper_as_reference(tmp_path: Path) -> None:
     assert eff.loc["batchmixup", "note"] == "none ran fused: not comparable"
     assert eff["paper_ratio"].isna().all()  # frozen rows never get the paper's claim
     rows = markdown_rows(section(out, "Efficiency"), ["rte", "1%", "none"])
-    assert rows[0][8] == "2.1 ± 0.0 ms"  # small times in ms
+    assert rows[0][9] == "2.1 ± 0.0 ms"  # small times in ms
     table = pd.read_csv(out / "table1.csv")
     assert not table["paper_setting"].any() and table["diff"].isna().all()
     text = (out / "report.md").read_text()

@@ -237,6 +237,11 @@ class CellConfig:
         if self.task == "custom" and not (self.train_file and self.test_file):
             raise ConfigError("task 'custom' needs --train-file and --test-file")
         spec = self.strategy_spec
+        unknown = [name for name in spec.reads if name not in STRATEGY_SETTINGS]
+        if unknown:
+            raise ConfigError(f"strategy {spec.name} reads {', '.join(unknown)}, which "
+                              f"{'is not a' if len(unknown) == 1 else 'are not'} strategy "
+                              f"setting(s); choose from {', '.join(STRATEGY_SETTINGS)}")
         if not spec.frozen_ok and (self.mode == "frozen" or not task_of(self).encoder):
             where = "mode=frozen" if task_of(self).encoder else f"task {self.task}"
             raise ConfigError(f"strategy {spec.name} mixes inside the encoder (site "

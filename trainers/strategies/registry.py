@@ -45,13 +45,15 @@ if TYPE_CHECKING:  # annotations only: trainers.config imports this module
     from trainers.config import CellConfig
     from trainers.model import CellModel
 
-FAMILIES = ("none", "pairwise", "batch")
-"""No mixing; each new point mixes two examples; each new point mixes the whole mini-batch."""
-SITES = ("none", "pooled", "layer", "embeddings", "tokens")
+FAMILIES = ("unmixed", "pairwise", "batch")
+"""No mixing (a baseline); each new point mixes two examples; each new point mixes the whole
+mini-batch. The report compares every arm with an ``unmixed`` one, and ``batch`` arms with
+``pairwise`` ones."""
+SITES = ("nowhere", "pooled", "layer", "embeddings", "tokens")
 """Where a strategy mixes: nowhere; the pooled representation v(x) (the paper's frame, frozen
 features can serve it); the hidden states after an encoder layer; the embedding output; the
 input tokens."""
-FROZEN_SITES = ("none", "pooled")
+FROZEN_SITES = ("nowhere", "pooled")
 """Sites that frozen (pre-computed) encoder features can serve."""
 FUSED_KINDS = ("plain", "scalar", "vector")
 """What :mod:`trainers.fused_head` computes for a strategy: no mixing, one coefficient per
@@ -137,9 +139,9 @@ class Strategy:
             problems.append(f"site {self.site!r} is not one of {', '.join(SITES)}")
         if self.fused is not None and self.fused not in FUSED_KINDS:
             problems.append(f"fused {self.fused!r} is not one of {', '.join(FUSED_KINDS)}")
-        if (self.family == "none") != (self.site == "none"):
-            problems.append("a strategy mixes nowhere (site none) exactly when its family is "
-                            "none")
+        if (self.family == "unmixed") != (self.site == "nowhere"):
+            problems.append("a strategy mixes nowhere (site nowhere) exactly when its family "
+                            "is unmixed")
         if not callable(self.loss):
             problems.append("loss must be a function of a Batch")
         if problems:
@@ -147,7 +149,7 @@ class Strategy:
 
     @property
     def mixes(self) -> bool:
-        return self.family != "none"
+        return self.family != "unmixed"
 
     @property
     def frozen_ok(self) -> bool:

@@ -6,8 +6,8 @@ from trainers.strategies.sites import plain_loss
 NONE = register_strategy(Strategy(
     name="none",
     label="none",
-    family="none",
-    site="none",
+    family="unmixed",
+    site="nowhere",
     loss=plain_loss,
     reads=(),
     default_loss="ce",
