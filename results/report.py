@@ -220,8 +220,10 @@ def _paired_section(report: Report) -> list[str]:
     return [
         "## Paired comparisons",
         "",
-        "Per task and training data: every arm against `none`, and every BatchMixup arm "
-        "against every mixup-type arm, paired by seed (same seed = same training subset and "
+        "Per task and training data: every arm against the baseline that does not mix (the "
+        "first arm of family `unmixed`), and every arm that mixes the whole batch against "
+        "every pairwise one (families as each run's `strategy_family` tag records them), "
+        "paired by seed (same seed = same training subset and "
         "validation split). Per-seed Δ: difference of the integer correct counts over the "
         "shared test set. Mean Δ with a 95 % t-interval over seeds; a paired t-test over seeds "
         f"only with ≥ {stats.MIN_SEEDS} seeds whose differences vary; beside it a paired "

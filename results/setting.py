@@ -129,12 +129,20 @@ def _classify(runs: pd.DataFrame) -> _Split:
 
 
 def _per_arm_table(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """One row per arm: its algorithm and the value of each per-arm setting."""
+    """One row per arm: its algorithm, what its declaration says (label, family, where it
+    mixes; a plug-in's ``module:NAME@hash``), and the value of each per-arm setting."""
     labels = dict(SETTINGS)
+    sources = runs["strategy_source"] if "strategy_source" in runs else pd.Series(dtype=str)
+    plugins = bool((sources.fillna("") != "").any())
     rows = []
     for arm in ordered_strategies(runs["strategy"]):
         mine = runs[runs["strategy"] == arm]
-        row = {"Arm": arm, "Algorithm": str(mine["algorithm"].iloc[0])}
+        first = mine.iloc[0]
+        row = {"Arm": arm, "Algorithm": str(first["algorithm"]),
+               "Label": str(first["strategy_label"]), "Family": str(first["strategy_family"]),
+               "Mixes at": str(first["strategy_site"])}
+        if plugins:
+            row["Plug-in source"] = str(first.get("strategy_source") or "") or "built-in"
         for name in names:
             value = _values(mine, name).iloc[0]
             row[labels[name]] = value or NOT_APPLICABLE
@@ -227,7 +235,7 @@ def setup_markdown(facts: Setting) -> str:
     if facts.common:
         out += ["Common to every run:", ""]
         out += [markdown_table(["Setting", "Value"], [[k, v] for k, v in facts.common]), ""]
-    if not facts.per_arm.empty and len(facts.per_arm.columns) > 2:
+    if not facts.per_arm.empty:
         out += ["Per arm:", ""]
         headers = list(facts.per_arm.columns)
         rows = [[str(v) for v in row] for row in facts.per_arm.itertuples(index=False)]

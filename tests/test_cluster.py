@@ -33,6 +33,9 @@ import pytest
 
 from tests.sweep_helpers import REPO_ROOT, cell_runs, free_port, run_sweep, steps
 
+PLUGIN_ROOT = REPO_ROOT / "examples" / "hidden_cutmix"  # the package hidden_cutmix lives here
+SMOKE_ARMS = ("none", "mixup", "nonlinear_mixup", "batchmixup")
+
 PROBE = """
 import json, sys, time
 import ray
@@ -208,21 +211,33 @@ def test_worker_node_without_the_project_runs_the_sweep(worker_venv, tmp_path, d
         assert "--trial-resources gpu_node=1: the Ray cluster at" in missing.stderr
         assert "offers 0 gpu_node" in missing.stderr
 
+        # A plug-in strategy by ``package:NAME``: importable on the driver (PYTHONPATH), not on
+        # the worker node; the sweep ships its package with the project.
+        assert "No module named 'hidden_cutmix'" in subprocess.run(
+            [str(worker_venv / "bin" / "python"), "-c", "import hidden_cutmix"], cwd=tmp_path,
+            env=node_env(), capture_output=True, text=True).stderr
+        plugin_env = {**token_env, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{PLUGIN_ROOT}"}
         start = time.monotonic()
         proc = run_sweep(["--preset", "smoke", "--tasks", "banking77", "--ratios", "0.01",
+                          "--strategies", f"{','.join(SMOKE_ARMS)},hidden_cutmix:HIDDEN_CUTMIX",
                           "--seeds", "0", "--set", f"epochs={epochs}", "--data-dir",
                           str(data_dir), "--cache-dir", str(cache_dir),  # shared by the nodes
                           "--address", address, "--trial-resources",
                           "worker_node=1", "--cpus-per-trial", "1", "--no-report",
                           "--storage-path", str(tmp_path / "ray")], tmp_path, cache_dir,
-                         env=token_env)
+                         env=plugin_env)
         print(f"sweep on the two-venv cluster: {time.monotonic() - start:.1f}s")
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "trial resources: 1 CPU, 0 GPU, 1 worker_node" in proc.stdout
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = cell_runs(uri, "smoke")
     assert sorted(r.info.run_name for r in runs) == sorted(
-        f"banking77/0.01/{s}/0" for s in ("none", "mixup", "nonlinear_mixup", "batchmixup"))
+        f"banking77/0.01/{s}/0" for s in (*SMOKE_ARMS, "hidden_cutmix"))
     for run in runs:
         assert run.info.status == "FINISHED", run.data.tags
+        if run.data.tags["strategy"] == "hidden_cutmix":  # what the report reads of a plug-in
+            tags = run.data.tags
+            assert (tags["strategy_label"], tags["strategy_family"], tags["strategy_site"]) \
+                == ("hidden CutMix", "pairwise", "pooled"), tags
+            assert tags["strategy_source"].startswith("hidden_cutmix:HIDDEN_CUTMIX@"), tags
         assert steps(uri, run.info.run_id) == list(range(1, epochs + 1))

@@ -228,6 +228,9 @@ class CellConfig:
         Each field's type and range are declared on it (:mod:`trainers.schema`, checked by
         pydantic, strictly); the rules between fields are here."""
         check_fields(asdict(self))
+        # an installed plug-in's entry-point name -> its module:NAME, which any process that
+        # can import the module resolves (a Ray worker without the package's metadata)
+        self.strategy = canonical_name(self.strategy)
         if self.patience and self.selection != "best_val":
             raise ConfigError(f"patience={self.patience} needs selection=best_val (early "
                               "stopping watches the validation split)")
