@@ -133,7 +133,8 @@ def mfu_table(chosen: list[tuple[str, str, str, int, str]], seconds: dict[str, l
             + f"\n({peak_text}; real tokens only, {sum(lengths)} per epoch)")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the measurement; print the tables; return the numbers (for benchmarks.gpu_check)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="rte", choices=("rte", "banking77", "fewrel"),
@@ -249,9 +250,14 @@ def main(argv: list[str] | None = None) -> None:
 
     base_s = median(seconds["none"])
     out = []
+    result: dict[str, Any] = {"examples": args.examples, "hardware": hardware_line(device),
+                              "none_epoch_seconds": base_s, "strategies": {}}
     for label, strategy, variant, n, target in chosen:
         med = median(seconds[label])
         ratio = median(paired[label]) if label != "none" else 1.0
+        result["strategies"][label] = {
+            "median_epoch_seconds": med, "ratio_vs_none": ratio, "target": target,
+            "pass": passes(ratio, target, n), "seconds": seconds[label]}
         out.append([strategy, variant, n, f"{med:.3f}",
                     f"{min(seconds[label]):.2f}-{max(seconds[label]):.2f}",
                     f"{med / base_s:.3f}", f"{ratio:.3f}",
@@ -260,14 +266,19 @@ def main(argv: list[str] | None = None) -> None:
     print(table(["strategy", "variant", "n", "median epoch s", "spread", "ratio of medians",
                  "ratio vs none", "target", "result"], out))
     if args.mfu:
+        peak = peak_tflops(device, args.peak_tflops)
         print()
-        print(mfu_table(chosen, seconds, model_config, lengths, peak_tflops(
-            device, args.peak_tflops)))
+        print(mfu_table(chosen, seconds, model_config, lengths, peak))
+        for label, _, variant, n, _ in chosen:
+            flops = encoder_training_flops(model_config, lengths, n if variant == "faithful"
+                                           else 1)
+            result["strategies"][label]["mfu"] = mfu(flops, median(seconds[label]), peak)
     if args.epoch_target is not None:
         verdict = "PASS" if base_s <= args.epoch_target else "FAIL"
         print(f"\nnone: one epoch of {args.examples} examples in {base_s:.3f} s (median); "
               f"target <= {args.epoch_target:g} s: {verdict}")
     print(hardware_line(device).split(", ")[-1] + " (at the end)")
+    return result
 
 
 if __name__ == "__main__":

