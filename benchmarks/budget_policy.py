@@ -18,7 +18,7 @@ seconds. Policies (``--policies``, comma-separated):
   last epoch of ``--long-updates`` updates: "converged" on the same data as ``policy``, so
   ``policy`` − ``policy_long`` is what the policy's early stopping costs.
 
-Example (the measurement behind the ``cpu_table1`` policy, README "Budget policy")::
+Example (the measurement behind the ``cpu_table1`` policy, docs/budget.md, "Measurements")::
 
     python -m benchmarks.budget_policy --data-dir ../shared/data --tasks banking77 \\
         --ratios 0.01,0.1 --strategies none,batchmixup,mixup --seeds 0,1,2 --workers 2

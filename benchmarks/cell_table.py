@@ -5,7 +5,7 @@ seeds and ratios, and prints a markdown table: accuracy mean ± std over seeds, 
 seconds, and the mean norm of the representations v(x) and of the label vectors W at the end
 (the paper's dot-product loss is unbounded in both norms; this shows what each loss does).
 
-Command (the numbers in README "Choosing batchmixup's loss")::
+Command (the numbers in docs/design.md, "Choosing batchmixup's loss")::
 
     python -m benchmarks.cell_table --task banking77 --ratios 0.01,0.1 --seeds 0,1,2 \\
         --data-dir ../shared/data --mode frozen --epochs 10

@@ -13,7 +13,7 @@ Run (a few minutes on a 2-core CPU)::
     HF_HUB_OFFLINE=1 python -m benchmarks.head_update --data-dir ../shared/data
 
 ``--profile`` then runs one more fused faithful-mixup epoch under ``torch.profiler`` and prints
-its operators (the kernel floor quoted in README "Performance").
+its operators (the kernel floor quoted in docs/performance.md, "Fused frozen-head updates").
 """
 
 from __future__ import annotations

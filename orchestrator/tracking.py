@@ -277,7 +277,6 @@ class CellRun:
     hardware_tagged: bool = False
     failure: str | None = None
     finals: dict[str, float] = field(default_factory=dict)
-    epoch_seconds: list[float] = field(default_factory=list)
 
 
 # MLflow error codes that no retry can change: the request itself is wrong (e.g. a param
@@ -623,11 +622,6 @@ class SweepTracker:
         run_id = self.cells[cell].run_id
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_epoch(self, cell: str, result: dict[str, Any]) -> bool:
-        """Queue one epoch's metrics at step = epoch, unless that step is already logged; the
-        final epoch's result also carries the cell's result metrics."""
-        return self.log_epochs(cell, [result]) == 1
-
     def log_epochs(self, cell: str, results: list[dict[str, Any]]) -> int:
         """Queue the metrics of several epochs (step = epoch) as few writes as MLflow allows
         (``log_batch`` takes up to 1,000 metrics), skipping steps already logged; returns how
@@ -650,8 +644,6 @@ class SweepTracker:
             keys = EPOCH_METRICS + (RESULT_METRICS if result.get("final") else ())
             metrics = {k: float(result[k]) for k in keys if k in result}
             state.finals.update(metrics)
-            if "epoch_seconds" in metrics:
-                state.epoch_seconds.append(metrics["epoch_seconds"])
             rows += [Metric(k, v, timestamp, step) for k, v in metrics.items()]
         for start in range(0, len(rows), MAX_METRICS_PER_BATCH):
             chunk = rows[start:start + MAX_METRICS_PER_BATCH]

@@ -11,6 +11,7 @@ hook is not processed there), so only the two packages are installed (``pip inst
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,13 @@ def test_installed_plugin_runs_in_a_sweep_and_the_report(tmp_path, data_dir, cac
     assert "No module named 'trainers'" in missing.stderr  # the precondition
     pip = [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
            "--no-index"]
-    run([*pip, str(REPO_ROOT)], neutral, env)
-    run([*pip, str(EXAMPLE)], neutral, env)
+    # from copies: setuptools builds in the source folder (build/, *.egg-info)
+    ignore = shutil.ignore_patterns(".*", "venv", "build", "*.egg-info", "__pycache__",
+                                    "ray_results", "mlruns", "mlflow.db", "examples")
+    project = shutil.copytree(REPO_ROOT, tmp_path / "src" / "project", ignore=ignore)
+    example = shutil.copytree(EXAMPLE, tmp_path / "src" / "hidden_cutmix", ignore=ignore)
+    run([*pip, str(project)], neutral, env)
+    run([*pip, str(example)], neutral, env)
     # installed, not this checkout; the entry point is what names it
     where = run([python, "-c", "import trainers, hidden_cutmix; print(trainers.__file__); "
                  "from trainers.strategies import known_names; print(known_names())"],

@@ -215,7 +215,9 @@ class CellTrainer:
             "history": self.history,
             "best_pred": self.best_pred.cpu() if self.best_pred is not None else None,
             "config": json.dumps(self.config.to_dict(), sort_keys=True),
-            "torch_rng": torch.get_rng_state(),
+            # No RNG state: train_epoch reseeds every device's generator from (seed, epoch)
+            # at the start of each epoch, so a resumed epoch draws what the original would have
+            # (tests/test_loop.py's resume equivalence); older checkpoints' torch_rng is ignored.
         }
 
     def save(self, directory: Path) -> Path:
