@@ -139,20 +139,67 @@ def resolve_source(preset: str | None, path: str | None) -> Path:
 
 
 # --------------------------------------------------------------------------- the schema
-def _plain_name(value: str) -> str:
-    """The experiment name: also a folder name under --storage-path and results/, so no path
-    separators, no '..', nothing a shell or a filesystem treats specially."""
+class StrictLoader(yaml.SafeLoader):
+    """YAML for sweep files: no aliases (``*name``: a 600-byte file of nested aliases expands
+    to gigabytes), no key given twice in one mapping (the last one would silently win)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*name) are "
+                                 "not allowed in sweep files; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                shown = repr(key)[:60]
+                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: key {shown} is "
+                                     "given twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def strict_yaml(text: str) -> Any:
+    """Parse a sweep file with :class:`StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+NAME_MAX_BYTES = 128
+NAME_FORBIDDEN = "/\\:*?\"<>|'%"
+"""Characters no sweep or arm name may hold: path separators, what shells and file systems
+treat specially, and ``%`` (MLflow percent-decodes artifact paths: ``%2F`` would become a
+``/`` after the check)."""
+
+
+def safe_name(value: str, what: str = "name") -> str:
+    """A sweep or arm name that round-trips unchanged through a path component, an MLflow
+    experiment or run name and an artifact path; raises ValueError (one line) otherwise.
+
+    The one rule every name reaching a path passes: printable, no leading or trailing space,
+    no leading ``.``, no ``..``, none of :data:`NAME_FORBIDDEN`, at most
+    :data:`NAME_MAX_BYTES` bytes of UTF-8 (file systems allow 255 per component, and the name
+    is joined with others)."""
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    if len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        raise ValueError(f"{what} {shown!r} is longer than {NAME_MAX_BYTES} bytes")
     if (not value or value.strip() != value or value.startswith(".") or ".." in value
-            or any(c in value for c in "/\\:*?\"<>|'") or not value.isprintable()):
-        raise ValueError(f"must be a plain name (letters, digits, '-', '_', '.'; no '/' or "
-                         f"'..'), got {value!r}")
+            or any(c in value for c in NAME_FORBIDDEN) or not value.isprintable()):
+        raise ValueError(f"must be a plain {what} (letters, digits, '-', '_', '.'; no '/', "
+                         f"'%' or '..'), got {shown!r}")
     return value
+
+
+def _plain_name(value: str) -> str:
+    """The experiment name: also a folder name under --storage-path and results/."""
+    return safe_name(value, "name")
 
 
 def _arm_name(value: str) -> str:
-    if "/" in value or ".." in value:
-        raise ValueError(f"name {value!r} contains '/' or '..'")
-    return value
+    """An arm's name: part of each run name and of the report's file names."""
+    return safe_name(value, "arm name")
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -291,9 +338,13 @@ def load_sweep(file: Path, overrides: dict[str, Any] | None = None) -> Sweep:
     """
     source = str(file)
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = strict_yaml(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SweepError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") \
+            from None
     except (OSError, yaml.YAMLError) as exc:
-        raise SweepError(f"{source}: cannot read YAML: {str(exc).splitlines()[0]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise SweepError(f"{source}: cannot read YAML: {first}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
     overrides = overrides or {}

@@ -97,7 +97,16 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         check_server_api(uri, timeout)
         return
     if parsed.scheme == "sqlite":
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        if str(db) in ("", ":memory:") or uri in ("sqlite://", "sqlite:///:memory:") \
+                or "mode=memory" in uri:
+            raise TrackingError(f"tracking store {uri}: an in-memory database keeps no record "
+                                "(each connection gets an empty one); give a file, e.g. "
+                                "sqlite:///mlflow.db")
+        if db.is_dir():
+            raise TrackingError(f"tracking store {uri}: {db} is a folder, not a database file")
+        if db.exists() and not os.access(db, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: the database file {db} is not writable")
         folder = db.parent if str(db.parent) else Path.cwd()
         if not folder.is_dir():
             raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")

@@ -626,3 +626,71 @@ def test_relative_data_dir_from_another_working_directory(tmp_path, data_dir, ca
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"] > 0
+
+
+# --------------------------------------------------------------------------- round 3 (issue 25)
+def _bomb(levels: int) -> str:
+    """A YAML alias bomb: each level lists the one below 9 times (9**levels leaves)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nsettings: {{epochs: *a{levels}}}\n"
+
+
+PARSERS = [
+    ("tasks: [rte]\n", "key 'tasks' is given twice in one mapping"),
+    ("settings: {epochs: abc, epochs: 2}\n", "key 'epochs' is given twice in one mapping"),
+    (None, "YAML aliases (*name) are not allowed"),  # the alias bomb, 9**9 leaves
+    ("name: 'x%2F%2e%2e%2Fescaped'\n", "no '/', '%' or '..'"),
+    ("strategies: [{name: 'a%2Fb', strategy: none}]\n", "must be a plain arm name"),
+    (f"name: {'n' * 200}\n", "is longer than 128 bytes"),
+]
+
+
+@pytest.mark.parametrize(("extra", "needle"), PARSERS)
+def test_sweep_file_parser_failures_are_one_bounded_line(extra, needle, tmp_path, data_dir,
+                                                         capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "bad.yaml"
+    base = SWEEP.replace("strategies: [none]\n", "") if extra and extra.startswith(
+        "strategies:") else SWEEP
+    file.write_text(base + (extra if extra is not None else _bomb(9)))
+    start = time.monotonic()
+    code = sweep_cli.main(["--sweep-file", str(file), "--data-dir", str(data_dir),
+                           "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err, err
+    one_error_line(err)
+    assert len(err) < 400 and time.monotonic() - start < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing created
+
+
+@pytest.mark.parametrize(("uri", "needle"), [
+    ("sqlite:///:memory:", "an in-memory database keeps no record"),
+    ("sqlite://", "an in-memory database keeps no record"),
+    ("sqlite:///{tmp}/folder", "is a folder, not a database file"),
+])
+def test_stores_that_cannot_keep_records_are_refused(uri, needle, tmp_path, data_dir, capsys,
+                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    start = time.monotonic()
+    code = sweep_cli.main(tiny(data_dir, tmp_path, "--tracking-uri",
+                               uri.format(tmp=tmp_path)))
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err, err
+    one_error_line(err)
+    assert time.monotonic() - start < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no lock file, no ray/
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_duplicate_csv_columns_are_refused(tmp_path, data_dir, capsys):
+    data = tmp_path / "two.csv"
+    data.write_text("text,label,label\nhello,a,same\nbye,b,same\n")
+    code = run_cell.main(["--task", "custom", "--train-file", str(data), "--test-file",
+                          str(data), "--model", "random:tiny", "--epochs", "1",
+                          "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and "column(s) 'label' appear more than once in the header" in err, err
+    one_error_line(err)

@@ -278,18 +278,25 @@ def _read_rows(path: Path, *, delimiter: str, quoting: int) -> list[dict[str, st
     _need_file(path)
     with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"empty file {path}")
-        rows = []
-        for line_no, fields in enumerate(reader, start=2):
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise DataError(
-                    f"{path}: line {line_no} has {len(fields)} fields, expected {len(header)}"
-                )
-            rows.append(dict(zip(header, fields, strict=True)))
+        line_no = 1
+        try:
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"empty file {path}")
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:  # a dict would keep the last one, silently
+                shown = ", ".join(repr(name[:40]) for name in twice[:5])
+                raise DataError(f"{path}: column(s) {shown} appear more than once in the header")
+            rows = []
+            for line_no, fields in enumerate(reader, start=2):
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise DataError(f"{path}: line {line_no} has {len(fields)} fields, "
+                                    f"expected {len(header)}")
+                rows.append(dict(zip(header, fields, strict=True)))
+        except csv.Error as exc:  # e.g. a field over csv's size limit, a NUL byte
+            raise DataError(f"{path}: line {line_no + 1}: {str(exc)[:200]}") from None
     if not rows:
         raise DataError(f"{path} has a header but no data rows")
     return rows
