@@ -46,7 +46,7 @@ from results.runs import (
     load_sweep,
     read_predictions,
 )
-from results.uris import redact_uri
+from results.uris import redact_text, redact_uri
 
 __all__ = ["ReportError", "build_report", "main", "write_report"]
 
@@ -591,18 +591,26 @@ def _log_tables(client: MlflowClient, run_id: str, report: Report, out_dir: Path
 
 
 def _summary_run(client: MlflowClient, data: SweepData) -> str:
-    """The summary run's id (created when missing); its old ``report/`` artifacts deleted
-    where the artifact store allows it."""
+    """The summary run's id (created when missing)."""
     if data.summary_run_id is None:
         run = client.create_run(data.experiment_id, run_name=SUMMARY_RUN_NAME,
                                 tags={"kind": "summary", "sweep": data.experiment})
         return run.info.run_id
-    run = client.get_run(data.summary_run_id)
-    try:
-        get_artifact_repository(run.info.artifact_uri).delete_artifacts(ARTIFACT_DIR)
-    except (NotImplementedError, OSError, MlflowException):
-        pass  # the store cannot delete: same-named files are overwritten below
     return data.summary_run_id
+
+
+def _remove_stale(client: MlflowClient, run_id: str, keep: set[str]) -> None:
+    """Delete the summary run's old ``report/`` files that the new report did not write
+    (called after the new ones are stored: a failure before never loses the old report);
+    nothing where the artifact store cannot delete."""
+    try:
+        old = [f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR) if not f.is_dir]
+        repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+        for path in old:
+            if path not in keep:
+                repo.delete_artifacts(path)
+    except (NotImplementedError, OSError, MlflowException):
+        pass  # the store cannot delete: the stale files stay beside the new ones
 
 
 def log_to_summary_run(data: SweepData, files: Sequence[Path],
@@ -610,17 +618,22 @@ def log_to_summary_run(data: SweepData, files: Sequence[Path],
     """Log ``files`` under ``report/`` of the experiment's summary run; return its run id.
 
     The summary run (tag ``kind=summary``) is created on the first call and reused afterwards
-    (the sweep creates it at launch with the manifest, which is kept); its previous
-    ``report/`` artifacts are deleted first where the artifact store allows it (otherwise
-    same-named files are overwritten). With ``report`` (the tables behind ``files``), Table 1,
+    (the sweep creates it at launch with the manifest, which is kept); the new ``report/``
+    files overwrite the old ones, and only then are old files the new report lacks deleted
+    (where the artifact store allows it): a store that refuses writes keeps the old report.
+    With ``report`` (the tables behind ``files``), Table 1,
     the paired comparisons, the budget and the efficiency table are logged as MLflow tables,
     counts and per-cell numbers as metrics, descriptive tags, and Table 1 with the paired
     readings as the run's description.
     """
     client = MlflowClient(tracking_uri=data.tracking_uri)
     run_id = _summary_run(client, data)
+    # A write to the database first: a store that cannot take one (read-only) fails here,
+    # before any artifact is touched.
+    client.set_tag(run_id, "report_written_at", dt.datetime.now(dt.timezone.utc).isoformat())
     for path in files:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    _remove_stale(client, run_id, {f"{ARTIFACT_DIR}/{Path(p).name}" for p in files})
     if report is None:
         report = compute(data)
     folder = Path(files[0]).parent if files else Path(".")
@@ -656,7 +669,13 @@ def write_report(
         data, out_dir or default_out_dir(experiment), curve_cell, figure1_seed=figure1_seed
     )
     if log_artifacts:
-        log_to_summary_run(data, files, report)
+        try:
+            log_to_summary_run(data, files, report)
+        except (MlflowException, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ReportError(f"the report is in {files[0].parent}, but the tracking store "
+                              f"refused it ({redact_text(first)}); the summary run keeps its "
+                              "previous report (--no-log skips MLflow)") from None
     return files[0]
 
 

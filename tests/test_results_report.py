@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
 from results import paper, stats
 from results.report import ReportError, main, write_report
@@ -634,6 +635,27 @@ def test_rerun_replaces_artifacts_and_tables(store: Store, report_dir: Path) -> 
     # Summary runs are never read as cells.
     assert len(pd.read_csv(store.tmp / "report2" / "cells.csv")) == len(
         pd.read_csv(report_dir / "cells.csv"))
+
+
+def test_a_store_that_refuses_writes_keeps_the_previous_report(store: Store, report_dir: Path,
+                                                               monkeypatch, capsys) -> None:
+    """As on a database that turned read-only: one line, and the summary run's report
+    artifacts are the old ones, all of them (they used to be deleted first)."""
+    client = MlflowClient(tracking_uri=store.uri)
+    run_id = _summary(client)[0].info.run_id
+    before = {f.path for f in client.list_artifacts(run_id, "report")}
+
+    def refuse(self, *args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly database")
+
+    monkeypatch.setattr(MlflowClient, "set_tag", refuse)
+    status = main(["--experiment", EXPERIMENT, "--tracking-uri", store.uri, "--out",
+                   str(store.tmp / "report-refused")])
+    err = capsys.readouterr().err
+    assert status == 2 and "refused it" in err and "readonly database" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (store.tmp / "report-refused" / "report.md").exists()  # the local copy is written
+    assert {f.path for f in client.list_artifacts(run_id, "report")} == before
 
 
 # --------------------------------------------------------------------------- CLI
