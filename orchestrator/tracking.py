@@ -54,7 +54,8 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "val_loss",
                  "train_loss", "updates", "epoch_seconds", "examples_per_second",
-                 "trial_seconds")
+                 "trial_seconds", "cpu_seconds", "peak_rss_mib", "gpu_peak_allocated_mib",
+                 "gpu_peak_reserved_mib", "gpu_utilization")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 RESULT_METRICS = ("selected_epoch", "selected_updates", "stopped_early", "converged",
                   "test_accuracy", "test_macro_f1", "test_correct", "test_examples",

@@ -35,7 +35,10 @@ COLUMNS = [
     "task", "ratio", "strategy", "update_path", "mode", "mixup_variant", "mix_samples",
     "passes", "hardware", "runs", "epochs", "mean_epoch_seconds", "std_epoch_seconds",
     "mean_examples_per_second", "ratio_to_none", "paper_ratio", "note",
+    "peak_rss_mib", "gpu_peak_allocated_mib", "gpu_peak_reserved_mib", "cpu_seconds",
 ]
+PEAKS = ("peak_rss_mib", "gpu_peak_allocated_mib", "gpu_peak_reserved_mib")
+"""Peak memory the trials measured of themselves (trainers/resources.py): max over runs."""
 KEY = ["task", "ratio", "strategy", "update_path", "mode", "mixup_variant", "mix_samples",
        "hardware"]
 UNKNOWN = "unknown"
@@ -97,6 +100,11 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     ``paper_ratio``: the paper's claim where it applies (:func:`paper_ratio`).
     """
     keyed = _keyed_runs(runs)
+    measured = pd.DataFrame({"run_id": runs["run_id"]})
+    for key in (*PEAKS, "cpu_seconds"):
+        column = f"resource.{key}"
+        measured[key] = runs[column].to_numpy() if column in runs.columns else math.nan
+    keyed = keyed.merge(measured, on="run_id", how="left")
     merged = keyed.merge(_per_run_times(runs, history), on="run_id", how="inner")
     merged = merged[merged["epoch_seconds"].notna()]
     rows = []
@@ -112,6 +120,8 @@ def efficiency(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             std_epoch_seconds=float(group["epoch_seconds"].std(ddof=1))
             if len(group) > 1 else math.nan,
             mean_examples_per_second=float(group["examples_per_second"].mean()),
+            cpu_seconds=float(group["cpu_seconds"].mean()),
+            **{key: float(group[key].max()) for key in PEAKS},
         )
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*COLUMNS, "algorithm", "family"])
@@ -168,13 +178,29 @@ def format_seconds(seconds: float, std: float = math.nan) -> str:
     return f"{text} {unit}"
 
 
+def format_memory(row: pd.Series) -> str:
+    """ "RSS 812 MiB" and, on CUDA, "GPU 5.10 / 6.00 GiB (allocated / reserved)"."""
+    def number(key: str) -> float:
+        value = row.get(key, math.nan)
+        return math.nan if value is None or pd.isna(value) else float(value)
+
+    parts = []
+    if not math.isnan(number("peak_rss_mib")):
+        parts.append(f"RSS {number('peak_rss_mib'):,.0f} MiB")
+    if not math.isnan(number("gpu_peak_allocated_mib")):
+        parts.append(f"GPU {number('gpu_peak_allocated_mib') / 1024:.2f} / "
+                     f"{number('gpu_peak_reserved_mib') / 1024:.2f} GiB (allocated / reserved)")
+    return "; ".join(parts) or DASH
+
+
 def efficiency_markdown(table: pd.DataFrame) -> str:
     """The efficiency table as markdown."""
     if table.empty:
         return "_No epoch_seconds were logged._"
     headers = ["Task", "Training data", "Arm", "update path", "mode", "variant", "mix samples",
                "forward passes / updates per batch", "runs", "epoch time (mean ± std over runs)",
-               "examples/s", "× none", "paper × none", "hardware"]
+               "examples/s", "× none", "paper × none", "peak memory (max over runs)",
+               "hardware"]
     rows = []
     for _, r in table.iterrows():
         times = DASH if math.isnan(r["ratio_to_none"]) else f"{r['ratio_to_none']:.2f}×"
@@ -189,6 +215,7 @@ def efficiency_markdown(table: pd.DataFrame) -> str:
             else f"{r['mean_examples_per_second']:,.0f}",
             times,
             DASH if math.isnan(r["paper_ratio"]) else f"≈{r['paper_ratio']:.1f}×",
+            format_memory(r),
             r["hardware"],
         ])
     return markdown_table(headers, rows)

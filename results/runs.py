@@ -71,6 +71,11 @@ HISTORY_METRICS = (
 )
 """Per-epoch metrics whose full history is read (step = epoch)."""
 
+RESOURCE_METRICS = ("cpu_seconds", "peak_rss_mib", "gpu_peak_allocated_mib",
+                    "gpu_peak_reserved_mib", "gpu_utilization")
+"""What the trial measured of its own process (trainers/resources.py), read as each run's
+latest value (no history call: the peaks only grow, or are per epoch): ``resource.<key>``."""
+
 RESULT_METRICS = (
     "selected_epoch",
     "selected_updates",
@@ -121,7 +126,8 @@ class SweepData:
     -> ``final``), ``hardware``, ``git_commit``, ``ray_trial_id``, ``cell``,
     ``failure_reason``, one ``param.<name>`` column per logged param, one ``final.<metric>``
     column (value at the last step) per metric in :data:`HISTORY_METRICS`, one
-    ``result.<metric>`` column per metric in :data:`RESULT_METRICS`, and ``epochs_run`` (the
+    ``result.<metric>`` column per metric in :data:`RESULT_METRICS`, one ``resource.<metric>``
+    column (latest value) per metric in :data:`RESOURCE_METRICS`, and ``epochs_run`` (the
     last step any per-epoch metric was logged at).
 
     ``history`` has one row per logged metric value: ``run_id``, ``key``, ``step``, ``value``.
@@ -277,6 +283,8 @@ def _run_row(run: Run) -> dict[str, object] | str:
         row[PARAM_PREFIX + name] = value
     for key in RESULT_METRICS:
         row[f"result.{key}"] = float(run.data.metrics.get(key, math.nan))
+    for key in RESOURCE_METRICS:
+        row[f"resource.{key}"] = float(run.data.metrics.get(key, math.nan))
     return row
 
 

@@ -14,6 +14,7 @@ from tests.conftest import FAST
 from trainers import budget
 from trainers.config import CellConfig
 from trainers.errors import ConfigError
+from trainers.resources import MEASURED
 
 CPU = torch.device("cpu")
 
@@ -188,8 +189,7 @@ def test_best_val_cell_resumes_to_the_same_result(data_dir, cache_dir, tmp_path)
 
 
 def untimed(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "examples_per_second")}
-            for h in history]
+    return [{k: v for k, v in h.items() if k not in MEASURED} for h in history]
 
 
 # ----------------------------------------------------------------------------- fingerprint

@@ -50,8 +50,10 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
         assert run.data.tags["task"] == task and run.data.tags["strategy"] == strategy
         assert float(run.data.tags["ratio"]) == float(ratio) and run.data.tags["seed"] == seed
         for key in ("accuracy", "macro_f1", "train_loss", "updates", "epoch_seconds",
-                    "examples_per_second"):
+                    "examples_per_second", "cpu_seconds", "peak_rss_mib"):
             assert steps(uri, run.info.run_id, key) == [1, 2, 3], (run.info.run_name, key)
+        # measured inside the trial process: a MiniLM worker holds > 100 MiB, uses CPU time
+        assert run.data.metrics["peak_rss_mib"] > 100 and run.data.metrics["cpu_seconds"] > 0
         assert steps(uri, run.info.run_id, "test_accuracy") == [3]  # the result, once
     # terminal table, MLflow location and the report
     assert "test acc % (mean±std, n)" in proc.stdout
@@ -116,6 +118,7 @@ def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
         assert paper_cell(ratio, system, task) is not None
     text = (folder / "report.md").read_text()
     assert "## Setup" in text and "not this setting" in text
+    assert " MiB" in text.split("## Efficiency")[1].split("## Plots")[0]  # peak memory column
     # Epoch times: ratios only against `none` on the same update path.
     efficiency = pd.read_csv(folder / "efficiency.csv")
     for _, row in efficiency.iterrows():
@@ -123,6 +126,10 @@ def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
         none_key = (row["task"], float(row["ratio"]), "none")
         assert row["update_path"] == paths[key]
         assert row["mean_epoch_seconds"] == pytest.approx(statistics.mean(seconds[key]))
+        peaks = [r.data.metrics["peak_rss_mib"] for r in runs
+                 if (r.data.tags["task"], float(r.data.tags["ratio"]), r.data.tags["arm"])
+                 == key]
+        assert row["peak_rss_mib"] == pytest.approx(max(peaks))
         if paths[key] == paths[none_key]:
             expected = statistics.mean(seconds[key]) / statistics.mean(seconds[none_key])
             assert row["ratio_to_none"] == pytest.approx(expected)

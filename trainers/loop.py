@@ -53,6 +53,7 @@ from trainers.errors import CellError, TrainingDiverged
 from trainers.model import CellModel
 from trainers.precision import autocast, resolve_precision
 from trainers.prepare import PreparedCell, prepare_cell
+from trainers.resources import ResourceMeter
 from trainers.tasks import task_of
 from trainers.updaters import UpdateContext, make_updater
 
@@ -365,7 +366,9 @@ class CellTrainer:
             return self.history
         last_save = time.monotonic()
         best = budget.BestEpoch(self.history)
+        meter = ResourceMeter(self.device)
         for epoch in range(len(self.history) + 1, self.max_epochs + 1):
+            meter.start()
             metrics = {"epoch": float(epoch), **self.train_epoch(epoch),
                        **self.evaluate(("val",)),
                        "updates": float(epoch * budget.updates_per_epoch(self.config,
@@ -379,6 +382,7 @@ class CellTrainer:
                 metrics.update(self.evaluate(("test",)))
                 if selected:
                     self.best_pred = self.last_pred
+            metrics.update(meter.stop())  # this epoch's own use (trainers.resources)
             final = epoch == self.max_epochs or budget.should_stop(
                 self.config, self.history, self.n_train, best)
             if final:
