@@ -59,6 +59,7 @@ EPOCH_METRICS = ("accuracy", "macro_f1", "val_accuracy", "val_macro_f1", "val_lo
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 RESULT_METRICS = ("selected_epoch", "selected_updates", "stopped_early", "converged",
                   "test_accuracy", "test_macro_f1", "test_correct", "test_examples",
+                  "test_ece", "test_nll", "test_brier",
                   "selected_val_accuracy", "selected_val_loss")
 """The cell's result (trainers.budget.result), logged once at the step of its final epoch."""
 SECRET_WORDS = ("token", "secret", "password", "credential", "api_key", "apikey")

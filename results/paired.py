@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results import stats
+from results import paper, stats
 from results.tables import (
     BATCH,
     DASH,
@@ -56,7 +56,12 @@ COLUMNS = [
     "boot_high", "p_boot", "resamples", "test", "p_holm_t", "p_holm_boot", "p_holm",
     "verdict",
     "selected_updates_arm", "selected_updates_baseline", "updates_arm", "updates_baseline",
+    "sd_seed", "detectable_t", "detectable_boot", "seeds_1pp", "paper_delta", "seeds_paper",
+    "p_claim_t", "p_claim_boot", "p_holm_claim_t", "p_holm_claim_boot", "claim",
+    "margin", "p_tost_t", "p_tost_boot", "p_holm_tost_t", "p_holm_tost_boot", "equivalence",
 ]
+EQUIVALENCE_MARGIN = 1.0
+"""Default δ (pp) of the equivalence reading: "no difference larger than ±δ"."""
 
 
 def comparisons(families: dict[str, str]) -> list[tuple[str, str]]:
@@ -114,6 +119,7 @@ def _paired_cells(cells: pd.DataFrame, arm: str, baseline: str) -> pd.DataFrame:
     """One row per seed where both arms finished: run ids, counts, updates, scores."""
     keep = ["seed", "run_id", "correct", "examples", "score", "metric",
             "result.selected_updates", "result.updates"]
+    keep += ["algorithm"] if "algorithm" in cells.columns else []
     a = cells.loc[cells["strategy"] == arm, keep]
     b = cells.loc[cells["strategy"] == baseline, keep]
     pairs = a.merge(b, on="seed", suffixes=("_a", "_b"))
@@ -133,16 +139,19 @@ def _has_counts(pairs: pd.DataFrame) -> bool:
 def compare(
     task: str, ratio: float, arm: str, baseline: str, cells: pd.DataFrame,
     predictions: Predictions | None, resamples: int = stats.BOOTSTRAP_RESAMPLES,
-    seed: int = stats.BOOTSTRAP_SEED,
+    seed: int = stats.BOOTSTRAP_SEED, margin: float = EQUIVALENCE_MARGIN,
 ) -> dict[str, Any]:
-    """One comparison row (``p_holm`` and ``verdict`` are filled by :func:`paired_table`)."""
+    """One comparison row (the Holm columns and the readings are filled by
+    :func:`paired_table`)."""
     pairs = _paired_cells(cells, arm, baseline)
     n = len(pairs)
     row: dict[str, Any] = {c: math.nan for c in COLUMNS}
     row.update(task=task, ratio=ratio, arm=arm, baseline=baseline, n=n,
                seeds=" ".join(pairs["seed"]), per_seed=DASH, test="", verdict="", reason="",
                metric="val" if (pairs["metric_a"] == METRIC_VAL).any() else "test",
-               wins=0, losses=0, ties=0)
+               wins=0, losses=0, ties=0, claim="", equivalence="", margin=margin,
+               seeds_1pp=None, seeds_paper=None,
+               paper_delta=_paper_delta(task, ratio, pairs, arm, baseline))
     if n == 0:
         return row
     for side in ("a", "b"):
@@ -168,17 +177,21 @@ def compare(
         wins=sum(d > 0 for d in diffs), losses=sum(d < 0 for d in diffs),
         ties=sum(d == 0 for d in diffs), t=t, p_t=p_t,
     )
+    _power(row, diffs)
     reason = ""
+    boot = None
     if row["metric"] == "test" and predictions is not None:
         per_example, reason = _example_diffs(predictions, pairs)
         if per_example is not None:
             boot = stats.paired_bootstrap(per_example, resamples=resamples, seed=seed)
             row.update(boot_mean=boot.mean * 100, boot_low=boot.low * 100,
-                       boot_high=boot.high * 100, resamples=boot.resamples)
+                       boot_high=boot.high * 100, resamples=boot.resamples,
+                       detectable_boot=stats.detectable_z(boot.std) * 100)
             if n >= stats.MIN_SEEDS:
                 row["p_boot"] = boot.p_value
     elif row["metric"] != "test":
         reason = "validation scores: no per-example predictions"
+    _bounded_tests(row, diffs, boot if n >= stats.MIN_SEEDS else None)
     tests = [name for name, p in (("t-test", p_t), ("bootstrap", row["p_boot"]))
              if not math.isnan(p)]
     row["test"] = " + ".join(tests)
@@ -188,6 +201,74 @@ def compare(
         row["reason"] = ("differences identical over seeds and "
                          + (reason or "no per-example test"))
     return row
+
+
+def _paper_delta(task: str, ratio: float, pairs: pd.DataFrame, arm: str,
+                 baseline: str) -> float:
+    """The paper's Table 1 difference (pp) of the two arms' algorithms at this task and
+    ratio, NaN where the paper has no number for either."""
+    def algorithm(side: str, name: str) -> str:
+        column = f"algorithm_{side}"
+        return str(pairs[column].iloc[0]) if column in pairs and len(pairs) else name
+
+    a = paper.paper_cell(ratio, algorithm("a", arm), task)
+    b = paper.paper_cell(ratio, algorithm("b", baseline), task)
+    return math.nan if a is None or b is None else a[0] - b[0]
+
+
+def _power(row: dict[str, Any], diffs: Sequence[Fraction]) -> None:
+    """Detectable difference at 80 % power over the seeds, and the seeds 1 pp and the
+    paper's Δ would need, from the observed per-seed sd (pp)."""
+    n = len(diffs)
+    if n < 2 or not stats.differences_vary(diffs):
+        return
+    sd = float(np.std(np.asarray(diffs, dtype=float), ddof=1))
+    row.update(sd_seed=sd * 100, detectable_t=stats.detectable_t(sd, n) * 100,
+               seeds_1pp=stats.seeds_needed(sd, 0.01))
+    if not math.isnan(row["paper_delta"]):
+        row["seeds_paper"] = stats.seeds_needed(sd, row["paper_delta"] / 100)
+
+
+def _bounded_tests(row: dict[str, Any], diffs: Sequence[Fraction],
+                   boot: stats.BootstrapResult | None) -> None:
+    """The paper's claim (H0: Δ at least the paper's, in its direction) and the equivalence
+    test (TOST: H0 |Δ| >= margin), each by t-test and bootstrap (raw p; Holm later)."""
+    def both(bound: float, alternative: str) -> tuple[float, float]:
+        p_boot = stats.bootstrap_one_sided(boot, bound, alternative) if boot else math.nan
+        return stats.t_one_sided(diffs, bound, alternative), p_boot
+
+    claimed = row["paper_delta"]
+    if not math.isnan(claimed) and claimed != 0:
+        row["p_claim_t"], row["p_claim_boot"] = both(
+            claimed / 100, "less" if claimed > 0 else "greater")
+    delta = row["margin"] / 100
+    lower, upper = both(-delta, "greater"), both(delta, "less")
+    row["p_tost_t"], row["p_tost_boot"] = (max(lower[0], upper[0]), max(lower[1], upper[1]))
+
+
+def _largest(*adjusted: float) -> float:
+    available = [p for p in adjusted if not math.isnan(p)]
+    return max(available) if available else math.nan
+
+
+def claim_reading(row: dict[str, Any], alpha: float = stats.ALPHA) -> str:
+    """Is the paper's claimed difference excluded here (every test rejects after Holm)?"""
+    if math.isnan(row["paper_delta"]):
+        return ""
+    claimed = f"paper's {row['paper_delta']:+.1f} pp"
+    p = _largest(row["p_holm_claim_t"], row["p_holm_claim_boot"])
+    if math.isnan(p):
+        return f"{claimed}: not tested"
+    return f"{claimed} excluded (in this setting)" if p < alpha else f"{claimed} not excluded"
+
+
+def equivalence_reading(row: dict[str, Any], alpha: float = stats.ALPHA) -> str:
+    """TOST: "within ±δ pp" where every test rejects |Δ| >= δ after Holm."""
+    p = _largest(row["p_holm_tost_t"], row["p_holm_tost_boot"])
+    if math.isnan(p):
+        return ""
+    return f"within ±{row['margin']:g} pp" if p < alpha else \
+        f"not shown within ±{row['margin']:g} pp"
 
 
 def verdict(row: dict[str, Any], alpha: float = stats.ALPHA) -> str:
@@ -205,6 +286,7 @@ def verdict(row: dict[str, Any], alpha: float = stats.ALPHA) -> str:
 def paired_table(
     runs: pd.DataFrame, predictions: Predictions | None = None,
     resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
+    margin: float = EQUIVALENCE_MARGIN,
 ) -> pd.DataFrame:
     """Every comparison of the report (see the module docstring).
 
@@ -222,7 +304,7 @@ def paired_table(
             families = dict(zip(here["strategy"], strategy_family(here), strict=False))
             for arm, baseline in comparisons(families):
                 rows.append(compare(task, ratio, arm, baseline, here, predictions,
-                                    resamples, seed))
+                                    resamples, seed, margin))
     holm_t = stats.holm([r["p_t"] for r in rows])
     holm_boot = stats.holm([r["p_boot"] for r in rows])
     for row, p_t, p_boot in zip(rows, holm_t, holm_boot, strict=True):
@@ -230,6 +312,15 @@ def paired_table(
         row.update(p_holm_t=p_t, p_holm_boot=p_boot,
                    p_holm=max(available) if available else math.nan)
         row["verdict"] = verdict(row)
+    # The claim tests and the equivalence tests are families of their own (Holm in each).
+    for kind in ("claim", "tost"):
+        for test in ("t", "boot"):
+            adjusted = stats.holm([r[f"p_{kind}_{test}"] for r in rows])
+            for row, p in zip(rows, adjusted, strict=True):
+                row[f"p_holm_{kind}_{test}"] = p
+    for row in rows:
+        row["claim"] = claim_reading(row)
+        row["equivalence"] = equivalence_reading(row)
     return pd.DataFrame(rows, columns=[*COLUMNS, "reason"])
 
 
@@ -281,6 +372,51 @@ def paired_markdown(table: pd.DataFrame) -> str:
             r["per_seed"], _interval_text(r["mean_diff"], r["ci_low"], r["ci_high"]),
             _p_pair(r["p_t"], r["p_holm_t"]),
             _interval_text(r["boot_mean"], r["boot_low"], r["boot_high"]),
-            _p_pair(r["p_boot"], r["p_holm_boot"]), updates, r["verdict"],
+            _p_pair(r["p_boot"], r["p_holm_boot"]), updates, _reading(r),
+        ])
+    return markdown_table(headers, rows)
+
+
+def _detectable(row: pd.Series) -> float:
+    """The smaller detectable difference of the row's tests (pp; NaN without one)."""
+    values = [v for v in (row["detectable_t"], row["detectable_boot"]) if not pd.isna(v)]
+    return min(values) if values else math.nan
+
+
+def _reading(row: pd.Series) -> str:
+    """The verdict; "no difference established" with the size its tests could detect."""
+    detectable = _detectable(row)
+    if row["verdict"] == "no difference established" and not math.isnan(detectable):
+        return f"{row['verdict']} (detectable at 80 % power: ±{detectable:.1f} pp)"
+    return row["verdict"]
+
+
+def _seeds_text(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return DASH
+    return f"{int(value):,}"
+
+
+def power_markdown(table: pd.DataFrame) -> str:
+    """Detectable differences, seeds needed, the paper's claim and equivalence, per row."""
+    if table.empty:
+        return "_No comparisons._"
+    headers = ["Task", "Training data", "Comparison", "n", "sd over seeds (pp)",
+               "detectable Δ, t-test / bootstrap (pp)", "seeds for 1 pp", "paper Δ (pp)",
+               "seeds for paper Δ", "paper Δ test: t p / Holm", "bootstrap p / Holm",
+               "paper's claim", "equivalence (TOST)"]
+    rows = []
+    for _, r in table.iterrows():
+        detectable = " / ".join(DASH if pd.isna(v) else f"±{v:.1f}"
+                                for v in (r["detectable_t"], r["detectable_boot"]))
+        rows.append([
+            r["task"], format_ratio(r["ratio"]), f"{r['arm']} − {r['baseline']}", str(r["n"]),
+            DASH if pd.isna(r["sd_seed"]) else f"{r['sd_seed']:.2f}", detectable,
+            _seeds_text(r["seeds_1pp"]),
+            DASH if pd.isna(r["paper_delta"]) else f"{r['paper_delta']:+.2f}",
+            _seeds_text(r["seeds_paper"]),
+            _p_pair(r["p_claim_t"], r["p_holm_claim_t"]),
+            _p_pair(r["p_claim_boot"], r["p_holm_claim_boot"]),
+            r["claim"] or DASH, r["equivalence"] or DASH,
         ])
     return markdown_table(headers, rows)

@@ -37,7 +37,18 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from results import configs, efficiency, figure1, html, paired, paper, plots, stats, tables
+from results import (
+    calibration,
+    configs,
+    efficiency,
+    figure1,
+    html,
+    paired,
+    paper,
+    plots,
+    stats,
+    tables,
+)
 from results import setting as setting_mod
 from results.runs import (
     DEFAULT_TRACKING_URI,
@@ -62,6 +73,8 @@ CSV_FILES = {
     "budget": "budget.csv",
     "paired": "paired.csv",
     "efficiency": "efficiency.csv",
+    "calibration": "calibration.csv",
+    "calibration_paired": "calibration_paired.csv",
     "failed": "failed.csv",
     "missing": "missing.csv",
     "configurations": "configurations.csv",
@@ -243,6 +256,57 @@ def _paired_section(report: Report) -> list[str]:
         "",
         paired.paired_markdown(table),
         "",
+        *_power_section(table),
+    ]
+
+
+def _power_section(table: pd.DataFrame) -> list[str]:
+    """What the comparisons could detect, the seeds a sweep would need, the paper's claimed
+    differences tested, and equivalence readings."""
+    if table.empty:
+        return []
+    margin = float(table["margin"].iloc[0])
+    claimed = int(table["p_claim_t"].notna().sum() + table["p_claim_boot"].notna().sum())
+    tost = int(table["p_tost_t"].notna().sum() + table["p_tost_boot"].notna().sum())
+    return [
+        "### Power, the paper's claim, equivalence",
+        "",
+        f"Detectable Δ: the smallest true difference each test would detect with "
+        f"{stats.POWER:.0%} power at two-sided α = {stats.ALPHA} before the multiple-comparison "
+        "adjustment (a lower bound for the report's rule), from the observed spread: the "
+        "t-test's from the sd of the per-seed differences, (t₀.₉₇₅ + t₀.₈₀) sd / √n; the "
+        "bootstrap's from its standard error, (z₀.₉₇₅ + z₀.₈₀) SE. Seeds for 1 pp and for the "
+        "paper's Δ: the fewest paired seeds whose t-test would reach that power if the "
+        "per-seed sd stayed as observed. Paper's claim: where the paper's Table 1 has both "
+        "arms' algorithms at this task and ratio, H0 \"the difference is at least the "
+        "paper's (in its direction)\" is tested one-sided by t-test and bootstrap (Holm over "
+        f"the report's {claimed} claim tests); \"excluded\" needs every test to reject. The "
+        "claim is tested in this setting, which the Setup section compares with the paper's. "
+        f"Equivalence (TOST, two one-sided tests of H0 |Δ| ≥ {margin:g} pp; Holm over the "
+        f"report's {tost}; `--equivalence-margin` sets δ): \"within ±{margin:g} pp\" needs "
+        "every test to reject.",
+        "",
+        paired.power_markdown(table),
+        "",
+    ]
+
+
+def _calibration_section(report: Report) -> list[str]:
+    return [
+        "## Calibration",
+        "",
+        "Of each cell's selected-epoch test probabilities (`trainers/calibration.py`): expected "
+        "calibration error with 15 equal-width confidence bins (Guo et al. 2017), in percent; "
+        "mean negative log-likelihood; multi-class Brier score; mean ± sample std over seeds. "
+        "Mixup's claimed second benefit (Zhang et al., ICML 2022; Park & Caragea, ACL 2022). "
+        "Below, the same pairs as the accuracy comparisons on ECE (lower is better), paired "
+        f"by seed: a t-test over seeds only with ≥ {stats.MIN_SEEDS} seeds whose differences "
+        "vary, Holm over every ECE test of this report, a direction only where the adjusted "
+        f"p < {stats.ALPHA}.",
+        "",
+        calibration.calibration_markdown(report.frames["calibration"],
+                                         report.frames["calibration_paired"]),
+        "",
     ]
 
 
@@ -381,7 +445,8 @@ def _markdown(report: Report) -> str:
     out += ["## Setup", "", setting_mod.setup_markdown(report.setting), ""]
     if report.figure1_md:
         out += [report.figure1_md, ""]
-    for section in (_table1_section, _budget_section, _paired_section, _efficiency_section,
+    for section in (_table1_section, _budget_section, _paired_section, _calibration_section,
+                    _efficiency_section,
                     _plots_section, _failed_section, _missing_section,
                     _configurations_section, _search_section, _notes, _files_section):
         out += section(report)
@@ -392,7 +457,8 @@ def _markdown(report: Report) -> str:
 
 
 def compute(data: SweepData, predictions: paired.Predictions | None = None,
-            resamples: int = stats.BOOTSTRAP_RESAMPLES) -> Report:
+            resamples: int = stats.BOOTSTRAP_RESAMPLES,
+            margin: float = paired.EQUIVALENCE_MARGIN) -> Report:
     """Every table of the report (no file written)."""
     runs = tables.prepare_runs(data.runs, data.manifest)
     history = data.history
@@ -401,8 +467,10 @@ def compute(data: SweepData, predictions: paired.Predictions | None = None,
         "table1": t1,
         "paper_reference": tables.paper_reference(t1),
         "budget": tables.budget(runs),
-        "paired": paired.paired_table(runs, predictions, resamples=resamples),
+        "paired": paired.paired_table(runs, predictions, resamples=resamples, margin=margin),
         "efficiency": efficiency.efficiency(runs, history),
+        "calibration": calibration.calibration_table(runs),
+        "calibration_paired": calibration.ece_comparisons(runs),
         "failed": tables.failed_runs(runs),
         "missing": tables.missing_cells(runs, data.manifest),
         "configurations": configs.other_configurations(runs),
@@ -442,11 +510,12 @@ def _build(
     curve_cell: tuple[str, float] | None = None,
     figure1_seed: str | None = None,
     predictions: paired.Predictions | None = None,
+    margin: float = paired.EQUIVALENCE_MARGIN,
 ) -> tuple[Report, list[Path]]:
     """Compute the report and write its files; return it and the files, report.md first."""
     if predictions is None:
         predictions = _artifact_predictions(data.tracking_uri)
-    report = compute(data, predictions)
+    report = compute(data, predictions, margin=margin)
     report.curve_cell = curve_cell
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -655,6 +724,7 @@ def write_report(
     curve_cell: tuple[str, float] | None = None,
     log_artifacts: bool = True,
     figure1_seed: str | None = None,
+    margin: float = paired.EQUIVALENCE_MARGIN,
 ) -> Path:
     """Read ``experiment``, write the report files and log them to the summary run.
 
@@ -662,11 +732,14 @@ def write_report(
     None means ``results/<experiment>/``. Returns the path of report.md. Raises ReportError,
     before writing anything, for a missing store, an unknown experiment or one without cell
     runs. ``figure1_seed``: the seed of the Figure 1 panels (toy2d experiments only; None =
-    seed 0, or ``"median"``).
+    seed 0, or ``"median"``). ``margin``: δ (pp) of the equivalence readings.
     """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ReportError(f"--equivalence-margin must be a positive number of pp, got {margin}")
     data = load_sweep(experiment, tracking_uri)
     report, files = _build(
-        data, out_dir or default_out_dir(experiment), curve_cell, figure1_seed=figure1_seed
+        data, out_dir or default_out_dir(experiment), curve_cell, figure1_seed=figure1_seed,
+        margin=margin,
     )
     if log_artifacts:
         try:
@@ -734,6 +807,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--equivalence-margin", type=float, default=paired.EQUIVALENCE_MARGIN, metavar="PP",
+        help="δ of the equivalence readings (TOST: no difference larger than ±δ "
+             f"percentage points). Default: {paired.EQUIVALENCE_MARGIN:g}.",
+    )
+    parser.add_argument(
         "--no-log",
         action="store_true",
         help="Only write files; do not log them to the summary run.",
@@ -753,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             curve_cell=curve_cell,
             log_artifacts=not args.no_log,
             figure1_seed=args.figure1_seed,
+            margin=args.equivalence_margin,
         )
     except ReportError as exc:
         print(f"results.report: error: {exc}", file=sys.stderr)

@@ -86,6 +86,9 @@ RESULT_METRICS = (
     "test_macro_f1",
     "test_correct",
     "test_examples",
+    "test_ece",
+    "test_nll",
+    "test_brier",
     "selected_val_accuracy",
     "selected_val_loss",
 )

@@ -10,13 +10,19 @@ Everything here is pure numpy/scipy on numbers the caller got from MLflow:
 * :func:`paired_bootstrap` — the per-example paired bootstrap over seeds *and* test examples
   (Koehn 2004; Berg-Kirkpatrick, Burkett & Klein 2012), seeded for reproducibility.
 * :func:`holm` — Holm-Bonferroni adjusted p-values over a family of comparisons (Holm 1979).
+* :func:`t_one_sided` and :func:`bootstrap_one_sided` — one-sided tests against a bound
+  other than 0: the paper's claimed difference (H0: Δ >= Δ_paper), and the two halves of an
+  equivalence test (TOST, Schuirmann 1987: H0: |Δ| >= δ).
+* :func:`detectable_t`, :func:`detectable_z` and :func:`seeds_needed` — the smallest
+  difference a test detects with 80 % power at the variance observed, and the seeds a sweep
+  would need for a given one (normal/t approximation, two-sided alpha).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
@@ -33,6 +39,10 @@ MIN_SEEDS = 3
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+POWER = 0.80
+"""Power at which the report states detectable differences."""
+MAX_SEEDS = 10_000
+"""seeds_needed gives up above this (returns None)."""
 """At most this many (seed, example) cells are gathered per bootstrap chunk (memory bound)."""
 
 
@@ -47,13 +57,19 @@ class Interval:
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Observed mean difference, its percentile interval, the two-sided p and B."""
+    """Observed mean difference, its percentile interval, the two-sided p, B, the resampled
+    means (``values``) and their standard deviation (the bootstrap standard error)."""
 
     mean: float
     low: float
     high: float
     p_value: float
     resamples: int
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
 
 
 def count_differences(
@@ -151,7 +167,8 @@ def paired_bootstrap(
     low, high = np.quantile(values, [tail, 1 - tail])
     hits = int(np.count_nonzero(np.abs(values - observed) >= abs(observed) - 1e-12))
     p_value = (1 + hits) / (1 + resamples)
-    return BootstrapResult(observed, float(low), float(high), min(1.0, p_value), resamples)
+    return BootstrapResult(observed, float(low), float(high), min(1.0, p_value), resamples,
+                           values)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -171,3 +188,71 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def t_one_sided(diffs: Sequence[Fraction | float], bound: float, alternative: str) -> float:
+    """One-sided paired t-test of the mean difference against ``bound`` (a fraction, not pp).
+
+    ``alternative="less"``: H1 mean < bound (H0 mean >= bound), e.g. "the paper's claimed gain
+    is excluded"; ``"greater"``: H1 mean > bound. NaN under the conditions of :func:`paired_t`.
+    """
+    n = len(diffs)
+    if n < MIN_SEEDS or not differences_vary(diffs):
+        return math.nan
+    values = np.asarray(diffs, dtype=float)
+    t = (float(values.mean()) - bound) / (float(np.std(values, ddof=1)) / math.sqrt(n))
+    tail = scipy_stats.t.cdf if alternative == "less" else scipy_stats.t.sf
+    return float(tail(t, n - 1))
+
+
+def bootstrap_one_sided(boot: BootstrapResult, bound: float, alternative: str) -> float:
+    """One-sided bootstrap p of the mean difference against ``bound``: the resampling
+    distribution shifted to the null (centred on ``bound``), the share of it at least as far
+    beyond the observed mean in the alternative's direction, with the +1 correction."""
+    if len(boot.values) == 0:
+        return math.nan
+    centred = boot.values - boot.mean
+    gap = boot.mean - bound
+    hits = np.count_nonzero(centred <= gap + 1e-12) if alternative == "less" \
+        else np.count_nonzero(centred >= gap - 1e-12)
+    return min(1.0, (1 + int(hits)) / (1 + len(boot.values)))
+
+
+def detectable_t(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference a two-sided paired t-test over ``n`` seeds detects
+    with probability ``power`` at level ``alpha``, given the per-seed sd of the differences:
+    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n)`` (NaN with n < 2 or sd unknown)."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    df = n - 1
+    factor = float(scipy_stats.t.ppf(1 - alpha / 2, df) + scipy_stats.t.ppf(power, df))
+    return factor * sd / math.sqrt(n)
+
+
+def detectable_z(se: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The same for a test whose estimate has standard error ``se`` (the bootstrap's):
+    ``(z_{1-alpha/2} + z_{power}) se``."""
+    if not math.isfinite(se):
+        return math.nan
+    return float(scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)) * se
+
+
+def seeds_needed(sd: float, delta: float, alpha: float = ALPHA,
+                 power: float = POWER) -> int | None:
+    """The fewest seeds (at least :data:`MIN_SEEDS`) whose paired t-test detects a true
+    difference ``delta`` with ``power``, if the per-seed sd stays ``sd``; None when unknown
+    or above :data:`MAX_SEEDS`."""
+    if not math.isfinite(sd) or not math.isfinite(delta) or delta == 0:
+        return None
+    if sd == 0:
+        return MIN_SEEDS
+    def enough(n: int) -> bool:
+        return detectable_t(sd, n, alpha, power) <= abs(delta)
+
+    if not enough(MAX_SEEDS):
+        return None
+    low, high = MIN_SEEDS, MAX_SEEDS  # detectable_t falls with n: bisect for the first
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return low

@@ -119,6 +119,15 @@ def check_report_numbers(folder: Path, runs: list, uri: str) -> None:
     text = (folder / "report.md").read_text()
     assert "## Setup" in text and "not this setting" in text
     assert " MiB" in text.split("## Efficiency")[1].split("## Plots")[0]  # peak memory column
+    # calibration: the mean over seeds of what each run logged
+    calibration = pd.read_csv(folder / "calibration.csv")
+    assert len(calibration) == len(pd.read_csv(folder / "table1.csv"))
+    for _, row in calibration.iterrows():
+        logged = [r.data.metrics["test_ece"] for r in runs
+                  if (r.data.tags["task"], float(r.data.tags["ratio"]), r.data.tags["arm"])
+                  == (row["task"], float(row["ratio"]), row["strategy"])]
+        assert row["ece_mean"] == pytest.approx(100 * statistics.mean(logged))
+    assert "## Calibration" in text and "### Power, the paper's claim" in text
     # Epoch times: ratios only against `none` on the same update path.
     efficiency = pd.read_csv(folder / "efficiency.csv")
     for _, row in efficiency.iterrows():

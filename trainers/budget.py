@@ -139,7 +139,8 @@ def result(config: CellConfig, history: Sequence[Metrics], n_train: int) -> Metr
     ``selected_epoch`` and ``selected_updates`` (where the reported metrics come from),
     ``updates`` (made in all), ``stopped_early`` (0/1), ``converged`` (0/1, absent when not
     assessed), and the metrics of the selected epoch: ``test_accuracy``/``test_macro_f1``
-    (when the test split was evaluated) and ``selected_val_accuracy``/``selected_val_loss``
+    and the calibration ``test_ece``/``test_nll``/``test_brier`` (when the test split was
+    evaluated) and ``selected_val_accuracy``/``selected_val_loss``
     (when there is a validation split).
     """
     i = select(history, config.selection)
@@ -157,6 +158,9 @@ def result(config: CellConfig, history: Sequence[Metrics], n_train: int) -> Metr
     if "accuracy" in chosen:
         out["test_accuracy"] = chosen["accuracy"]
         out["test_macro_f1"] = chosen["macro_f1"]
+        for key in ("ece", "nll", "brier"):  # trainers.calibration, same epoch
+            if key in chosen:
+                out[f"test_{key}"] = chosen[key]
     if "val_accuracy" in chosen:
         out["selected_val_accuracy"] = chosen["val_accuracy"]
         out["selected_val_loss"] = chosen.get("val_loss", math.nan)

@@ -47,6 +47,7 @@ from torch import Tensor
 from trainers import budget
 from trainers.budget import updates_per_batch
 from trainers.cache import length_order, pad_batch
+from trainers.calibration import calibration
 from trainers.config import CellConfig
 from trainers.device import hardware_name, pick_device
 from trainers.errors import CellError, TrainingDiverged
@@ -193,6 +194,9 @@ class CellTrainer:
         self.test_every_epoch = config.selection == "last"
         self.best_pred: Tensor | None = None  # test predictions of the selected epoch
         self.last_pred: Tensor | None = None  # test predictions of the latest epoch
+        self.best_probs: Tensor | None = None  # test probabilities of the selected epoch
+        self.last_probs: Tensor | None = None  # probabilities of the latest predict()
+        self.last_test_probs: Tensor | None = None
         self.context = UpdateContext(config, self.model, self.optimizer, self.scheduler,
                                      self.autocast, len(prepared.labels))
         self.updater = make_updater(self.context, device, fused)
@@ -215,6 +219,7 @@ class CellTrainer:
             "epoch": len(self.history),
             "history": self.history,
             "best_pred": self.best_pred.cpu() if self.best_pred is not None else None,
+            "best_probs": self.best_probs.cpu() if self.best_probs is not None else None,
             "config": json.dumps(self.config.to_dict(), sort_keys=True),
             # No RNG state: train_epoch reseeds every device's generator from (seed, epoch)
             # at the start of each epoch, so a resumed epoch draws what the original would have
@@ -255,6 +260,8 @@ class CellTrainer:
         self.history = list(state["history"])
         best = state.get("best_pred")
         self.best_pred = best.to(self.device) if best is not None else None
+        probs = state.get("best_probs")  # absent from checkpoints that predate it
+        self.best_probs = probs.to(self.device) if probs is not None else None
 
     # ------------------------------------------------------------------ data
     def batches(self, epoch: int) -> Iterator[tuple[Any, Tensor]]:
@@ -321,7 +328,8 @@ class CellTrainer:
     @torch.no_grad()
     def predict(self, split: str) -> tuple[Tensor, float]:
         """Predicted class of every example of ``split`` (``val`` or ``test``), in the split's
-        order (on the device), and the mean cross-entropy of the scores.
+        order (on the device), and the mean cross-entropy of the scores (the class
+        probabilities, float32, are kept in ``self.last_probs``).
 
         Token inputs are run in order of length (:func:`eval_order`), so each batch is padded
         to little more than its own rows; predictions go back to their places.
@@ -329,6 +337,7 @@ class CellTrainer:
         inputs, targets, order = self.splits[split]
         self.model.eval()
         pred = torch.empty_like(targets)
+        probs = torch.empty((len(targets), len(self.data.labels)), device=self.device)
         loss = torch.zeros((), device=self.device)
         size = self.config.eval_batch_size
         for start in range(0, len(order), size):
@@ -337,7 +346,9 @@ class CellTrainer:
             with self.autocast:
                 scores = self.model.scores(self.model.represent(self.inputs(inputs, idx)))
             pred[on_device] = scores.argmax(dim=-1)
+            probs[on_device] = torch.softmax(scores.float(), dim=-1)
             loss += F.cross_entropy(scores.float(), targets[on_device], reduction="sum")
+        self.last_probs = probs
         return pred, float(loss) / max(1, len(order))
 
     def evaluate(self, splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
@@ -355,7 +366,8 @@ class CellTrainer:
             if split == "val":
                 out["val_loss"] = loss
             else:
-                self.last_pred = pred
+                self.last_pred, self.last_test_probs = pred, self.last_probs
+                out.update(calibration(self.last_probs, targets))  # ece, nll, brier
         return out
 
     def fit(self, reporter: Reporter | None, checkpoint_dir: Path,
@@ -381,7 +393,7 @@ class CellTrainer:
             if "test" in self.splits and (selected or self.test_every_epoch):
                 metrics.update(self.evaluate(("test",)))
                 if selected:
-                    self.best_pred = self.last_pred
+                    self.best_pred, self.best_probs = self.last_pred, self.last_test_probs
             metrics.update(meter.stop())  # this epoch's own use (trainers.resources)
             final = epoch == self.max_epochs or budget.should_stop(
                 self.config, self.history, self.n_train, best)
@@ -412,7 +424,9 @@ class CellTrainer:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / PREDICTIONS_FILE).write_text(json.dumps({
                 "split": "test", "selected_epoch": int(out["selected_epoch"]),
-                "gold": gold.tolist(), "pred": self.best_pred.tolist()}))
+                "gold": gold.tolist(), "pred": self.best_pred.tolist(),
+                **({"probs": torch.round(self.best_probs.cpu(), decimals=5).tolist()}
+                   if self.best_probs is not None else {})}))
         after = task_of(self.config).after_training
         if after is not None:  # the task's own artifacts (toy2d: its decision boundary)
             after(self.model, self.data.train_inputs, self.train_targets,
