@@ -109,3 +109,18 @@ def prepare_store(uri: str) -> None:
 def error_code(exc: BaseException) -> str:
     """MLflow's error code of a store exception (``RESOURCE_ALREADY_EXISTS``, ...), else ""."""
     return str(getattr(exc, "error_code", ""))
+
+
+def check_not_deleted(uri: str, experiment: str) -> None:
+    """Raise :class:`StoreError` when an experiment of this name is in MLflow's trash: a sweep
+    would restore it silently, with whatever runs it holds (another tool's, an abandoned
+    study's)."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise StoreError(
+            f"experiment {experiment!r} was deleted in {redact_uri(uri)} (id "
+            f"{found.experiment_id}); restore it to continue it (MLFLOW_TRACKING_URI=<the store> "
+            f"mlflow experiments restore --experiment-id {found.experiment_id}), or choose "
+            "another --name")

@@ -53,7 +53,7 @@ from orchestrator.spaces import (
     preset_names,
     resolve_source,
 )
-from orchestrator.store import prepare_store
+from orchestrator.store import check_not_deleted, prepare_store
 from orchestrator.tracking import (
     SweepTracker,
     TrackingError,
@@ -424,6 +424,7 @@ def hold_sweep_lock(args: argparse.Namespace, tracking_uri: str, experiment: str
     """Initialise the store once (safe against a concurrent launch), then hold the
     experiment's lock (orchestrator/lock.py) until :func:`main` returns."""
     prepare_store(tracking_uri)
+    check_not_deleted(tracking_uri, experiment)
     cleanup = getattr(args, "cleanup", None)
     if cleanup is None:
         raise RuntimeError("run() holds the sweep lock on main()'s cleanup stack")

@@ -694,3 +694,24 @@ def test_duplicate_csv_columns_are_refused(tmp_path, data_dir, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "column(s) 'label' appear more than once in the header" in err, err
     one_error_line(err)
+
+
+def test_a_deleted_experiment_of_the_same_name_is_named_not_restored(tmp_path, data_dir,
+                                                                      capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("smoke")
+    client.create_run(experiment_id, run_name="another tool's run")
+    client.delete_experiment(experiment_id)
+    capsys.readouterr()  # the set-up's own MLflow log lines
+    code = sweep_cli.main(tiny(data_dir, tmp_path, "--tracking-uri", uri))
+    err = capsys.readouterr().err
+    assert code == 2 and "experiment 'smoke' was deleted" in err, err
+    assert f"--experiment-id {experiment_id}" in err and "another --name" in err
+    one_error_line(err)
+    assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
+    assert not (tmp_path / "ray").exists()
