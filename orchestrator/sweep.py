@@ -115,8 +115,10 @@ def ray_flags(resume: str = "continue an interrupted sweep from its Tune state: 
     """Ray, resources and the experiment lock (a parent parser)."""
     p = argparse.ArgumentParser(add_help=False)
     r = p.add_argument_group("Ray")
-    r.add_argument("--address", help="existing cluster: auto, host:port or ray://host:port "
-                   "(default: start a local Ray)")
+    r.add_argument("--address", help="existing cluster: auto or host:port, from a process on "
+                   "one of its nodes or a Ray job (default: start a local Ray); Ray Client "
+                   "(ray://) is refused: Ray documents it as unreliable for Tune, submit "
+                   "with ray job submit instead (docs/cluster.md)")
     r.add_argument("--storage-path", help="Tune storage (checkpoints, experiment state); on a "
                    "multi-node cluster it MUST be shared storage (NFS or s3://...) "
                    "(default: ./ray_results)")
@@ -259,12 +261,22 @@ def check_storage(location: str) -> None:
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail within seconds when a ``host:port`` or ``ray://`` address does not answer."""
+    """Fail within seconds when a ``host:port`` address does not answer; refuse Ray Client.
+
+    Ray Client (``ray://``) "has architectural limitations and may not work as expected when
+    using Ray for ML workloads (like Ray Tune or Ray Train)" (Ray's Ray Client page), and no
+    test of this project exercises it: a sweep joins with ``host:port``/``auto`` from a node,
+    or is submitted as a Ray job."""
     if address == "auto":
         return
+    if address.startswith("ray://"):
+        raise SweepError(f"--address {address!r}: Ray Client (ray://) is not supported for "
+                         "sweeps (Ray documents it as unreliable for Tune); submit the sweep "
+                         "as a job: ray job submit --address http://<head>:8265 "
+                         "--working-dir . -- python -m orchestrator.sweep ... --address auto")
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     if not parsed.hostname or not parsed.port:
-        raise SweepError(f"--address {address!r}: expected auto, host:port or ray://host:port")
+        raise SweepError(f"--address {address!r}: expected auto or host:port")
     try:
         with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
             pass

@@ -212,6 +212,7 @@ BAD = [
     (["--tasks", "rte", "--ratios", "0.01", "--set", "selection=best_val",
       "--set", "val_max_fraction=0.01"], "would be empty"),
     (["--set", "selection=best"], "unknown selection"),
+    (["--address", "ray://127.0.0.1:10001"], "Ray Client (ray://) is not supported"),
 ]
 
 
