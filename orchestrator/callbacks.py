@@ -12,14 +12,9 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.tracking import CellRun, SweepTracker
+from trainers.loop import DESCRIBED
 
 _SCRATCH: list[Path] = []
-DESCRIBED = ("update_path", "precision", "data_source", "num_labels", "n_train", "n_val",
-             "n_test")
-"""Set-up facts a trial reports with its results (trainers.loop.CellTrainer.describe), logged
-as params of its run."""
-
-
 def artifact_scratch() -> Path:
     """This driver's folder for artifact copies waiting in the upload queue.
 
@@ -90,6 +85,9 @@ class MlflowCellCallback(Callback):
             if spec(trial)["cell"].get("precision") != "auto":
                 learnt.pop("precision")  # logged as configured at the start
             self.tracker.log_params(cell, {k: str(v) for k, v in learnt.items() if v})
+            if learnt.get("train_subset"):  # which examples it trained on, as MLflow shows it
+                self.tracker.log_subset(cell, str(learnt["train_subset"]),
+                                        str(learnt.get("data_source") or ""))
             if result.get("ray_gpu_ids"):  # the GPU ids Ray assigned the trial (trainable.py)
                 self.tracker.set_tag(cell, "ray_gpu_ids", str(result["ray_gpu_ids"]))
             state.hardware_tagged = True

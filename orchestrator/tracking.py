@@ -671,6 +671,19 @@ class SweepTracker:
         self.queue.put(f"{cell}: params", lambda: self.client.log_batch(
             self.cells[cell].run_id, params=[Param(k, v) for k, v in safe_params(params).items()]))
 
+    def log_subset(self, cell: str, digest: str, source: str) -> None:
+        """Queue the cell's training subset as the run's MLflow dataset input (name
+        ``<task> train subset``, the digest of its example positions): the run page and
+        ``mlflow.search_runs`` show which runs trained on the same examples."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        task = cell.split("/", 1)[0]
+        dataset = Dataset(name=f"{task} train subset", digest=digest, source_type="batchmixup",
+                          source=source or task)
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        self.queue.put(f"{cell}: dataset input", lambda: self.client.log_inputs(
+            self.cells[cell].run_id, datasets=inputs))
+
     def set_tag(self, cell: str, key: str, value: str) -> None:
         self.queue.put(f"{cell}: tag {key}",
                        lambda: self.client.set_tag(self.cells[cell].run_id, key, value))

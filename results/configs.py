@@ -26,7 +26,7 @@ GroupKey = tuple[str, float, str]
 """(task, ratio rounded to 9 digits, arm)."""
 
 PARAM_PREFIX = "param."
-IGNORED_PARAMS = {"seed", "n_train", "n_val", "n_test"}
+IGNORED_PARAMS = {"seed", "n_train", "n_val", "n_test", "train_subset"}  # vary by seed
 """Params that differ between runs of one configuration (seed and the seed's split sizes)."""
 
 

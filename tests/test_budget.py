@@ -264,3 +264,17 @@ def test_incremental_best_epoch_agrees_with_the_definitions():
         best.add(history[n - 1])
         assert best.selected == budget.select(history[:n], "best_val")
         assert best.since_best == budget.epochs_since_best(history[:n])
+
+
+def test_subset_digest_names_the_examples_not_the_run(data_dir, cache_dir):
+    """Same (task, ratio, seed): the same digest in every arm; another seed: another subset."""
+    from trainers.config import CellConfig
+    from trainers.prepare import cell_indices, subset_digest
+
+    def digest(**kw):
+        config = CellConfig(task="banking77", ratio=0.01, data_dir=str(data_dir), **kw)
+        return subset_digest(*cell_indices(config, 10003))
+
+    assert digest(seed=0) == digest(seed=0, strategy="batchmixup", alpha=0.3)
+    assert digest(seed=0) != digest(seed=1)
+    assert digest(seed=0) != digest(seed=0, selection="best_val")  # a validation split carved

@@ -14,8 +14,8 @@ from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
 
 PARAMS = {"task", "ratio", "strategy", "seed", "arm", "model", "mode", "pooling", "head_lr",
           "epochs", "batch_size", "max_length", "selection", "min_updates", "precision",
-          "update_path", "data_source", "num_labels", "n_train", "n_test", "eval_split",
-          "mlp_hidden", "dropout", "weight_decay", "grad_clip", "warmup_ratio"}
+          "update_path", "data_source", "num_labels", "n_train", "n_test", "train_subset",
+          "eval_split", "mlp_hidden", "dropout", "weight_decay", "grad_clip", "warmup_ratio"}
 ARM_PARAMS = {"none": set(), "mixup": {"alpha", "loss", "clean_loss", "mix_samples",
                                        "mixup_variant"},
               "batchmixup": {"alpha", "loss", "clean_loss", "temperature", "batchmix_points"}}
@@ -52,6 +52,10 @@ def test_smoke_sweep_end_to_end(tmp_path, data_dir, cache_dir):
         for key in ("accuracy", "macro_f1", "train_loss", "updates", "epoch_seconds",
                     "examples_per_second", "cpu_seconds", "peak_rss_mib"):
             assert steps(uri, run.info.run_id, key) == [1, 2, 3], (run.info.run_name, key)
+        # its training subset as an MLflow dataset input, the digest also a param
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert dataset.digest == run.data.params["train_subset"]
+        assert dataset.name == f"{task} train subset"
         # measured inside the trial process: a MiniLM worker holds > 100 MiB, uses CPU time
         assert run.data.metrics["peak_rss_mib"] > 100 and run.data.metrics["cpu_seconds"] > 0
         assert steps(uri, run.info.run_id, "test_accuracy") == [3]  # the result, once

@@ -59,6 +59,10 @@ from trainers.tasks import task_of
 from trainers.updaters import UpdateContext, make_updater
 
 CHECKPOINT_FILE = "state.pt"
+DESCRIBED = ("update_path", "precision", "data_source", "num_labels", "n_train", "n_val",
+             "n_test", "train_subset")
+"""Set-up facts a trial reports with its results (:meth:`CellTrainer.describe`), logged as
+params of its run; ``train_subset`` also as the run's MLflow dataset input."""
 ARTIFACTS_DIR = "artifacts"  # files under <checkpoint_dir>/artifacts/ are logged by trackers
 PREDICTIONS_FILE = "test_predictions.json"
 NAN_CHECK_EVERY = 32  # steps between host checks of the non-finite-loss flag
@@ -202,13 +206,15 @@ class CellTrainer:
         self.updater = make_updater(self.context, device, fused)
 
     def describe(self) -> dict[str, str]:
-        """What the set-up found, as strings: the update path (``fused`` or ``autograd``),
-        the resolved precision, the data source, the label count and split sizes."""
+        """What the set-up found, as strings (the keys of :data:`DESCRIBED`): the update path
+        (``fused`` or ``autograd``), the resolved precision, the data source, the label count,
+        split sizes and the digest of the training subset."""
         sizes = {f"n_{name}": str(len(targets)) for name, (_, targets, _) in self.splits.items()}
         return {"update_path": self.updater.path,
                 "precision": resolve_precision(self.config.precision, self.device),
                 "data_source": self.data.source, "num_labels": str(len(self.data.labels)),
-                "n_train": str(self.n_train), **sizes}
+                "n_train": str(self.n_train), **sizes,
+                "train_subset": self.data.subset_digest}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

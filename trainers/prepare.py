@@ -66,6 +66,15 @@ class PreparedCell:
     source: str
     val_inputs: Any = None
     val_targets: torch.Tensor | None = None
+    subset_digest: str = ""
+
+
+def subset_digest(train_idx: list[int], val_idx: list[int] | None) -> str:
+    """16 hex chars naming which training examples the cell trains on (and which it holds out
+    for validation): the sha256 of their positions in the task's training set. Two runs with
+    the same digest (and fingerprint) trained on the same examples."""
+    text = ",".join(map(str, sorted(train_idx))) + "|" + ",".join(map(str, sorted(val_idx or [])))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # Ray runs many cells in one worker process: the last few tasks it loaded from local files
@@ -269,6 +278,7 @@ def prepare_cell(config: CellConfig, device: torch.device) -> PreparedCell:
         pad_id=pad_id,
         cache_hits=hits,
         source=data.source,
+        subset_digest=subset_digest(train_idx, val_idx),
     )
 
 
