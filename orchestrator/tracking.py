@@ -678,8 +678,8 @@ class SweepTracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         task = cell.split("/", 1)[0]
-        dataset = Dataset(name=f"{task} train subset", digest=digest, source_type="batchmixup",
-                          source=source or task)
+        dataset = Dataset(name=f"{task} train subset", digest=digest,
+                          source_type="batchmixup-lab", source=source or task)
         inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
         self.queue.put(f"{cell}: dataset input", lambda: self.client.log_inputs(
             self.cells[cell].run_id, datasets=inputs))

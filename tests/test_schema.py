@@ -123,7 +123,9 @@ def test_set_and_sweep_file_use_the_same_declarations(tmp_path):
 ])
 def test_sweep_file_fields_are_typed(extra, message, tmp_path):
     file = tmp_path / "s.yaml"
-    text = GRID if not extra.startswith("tasks") else GRID.replace("tasks: [rte]\n", "")
+    given = {line.split(":", 1)[0] for line in extra.splitlines()}  # each key once (strict YAML)
+    text = "".join(line + "\n" for line in GRID.splitlines()
+                   if line.split(":", 1)[0] not in given)
     file.write_text(text + extra)
     with pytest.raises(SweepError) as info:
         load_sweep(file)
