@@ -100,8 +100,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         return
     if parsed.scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-        if str(db) in ("", ":memory:") or uri in ("sqlite://", "sqlite:///:memory:") \
-                or "mode=memory" in uri:
+        if uri == "sqlite://" or str(db) == ":memory:" or "mode=memory" in uri:
             raise TrackingError(f"tracking store {uri}: an in-memory database keeps no record "
                                 "(each connection gets an empty one); give a file, e.g. "
                                 "sqlite:///mlflow.db")

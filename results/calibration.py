@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from results import paired, stats
@@ -23,10 +22,8 @@ from results.tables import (
     format_mean_std,
     format_ratio,
     markdown_table,
-    ordered_ratios,
     ordered_strategies,
-    ordered_tasks,
-    strategy_family,
+    task_ratio_groups,
 )
 
 METRICS = ("test_ece", "test_nll", "test_brier")
@@ -46,43 +43,34 @@ def _cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 def calibration_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of ECE (%), NLL and Brier score per (task, ratio, arm)."""
-    cells = _cells(runs)
     rows = []
-    for task in ordered_tasks(cells["task"]):
-        mine = cells[cells["task"] == task]
-        for ratio in ordered_ratios(mine["ratio"]):
-            here = mine[np.isclose(mine["ratio"], ratio)]
-            for arm in ordered_strategies(here["strategy"]):
-                group = here[here["strategy"] == arm]
-                row = {"task": task, "ratio": ratio, "strategy": arm, "n": len(group)}
-                for key, scale in (("ece", 100.0), ("nll", 1.0), ("brier", 1.0)):
-                    values = group[f"test_{key}"].astype(float) * scale
-                    row[f"{key}_mean"] = float(values.mean())
-                    row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-                rows.append(row)
+    for task, ratio, here in task_ratio_groups(_cells(runs)):
+        for arm in ordered_strategies(here["strategy"]):
+            group = here[here["strategy"] == arm]
+            row = {"task": task, "ratio": ratio, "strategy": arm, "n": len(group)}
+            for key, scale in (("ece", 100.0), ("nll", 1.0), ("brier", 1.0)):
+                values = group[f"test_{key}"].astype(float) * scale
+                row[f"{key}_mean"] = float(values.mean())
+                row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def ece_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     """Paired ECE differences (pp of ECE: arm − baseline) with t-tests and Holm."""
-    cells = _cells(runs)
     rows = []
-    for task in ordered_tasks(cells["task"]):
-        mine = cells[cells["task"] == task]
-        for ratio in ordered_ratios(mine["ratio"]):
-            here = mine[np.isclose(mine["ratio"], ratio)]
-            families = dict(zip(here["strategy"], strategy_family(here), strict=False))
-            for arm, baseline in paired.comparisons(families):
-                a = here[here["strategy"] == arm][["seed", "test_ece"]]
-                b = here[here["strategy"] == baseline][["seed", "test_ece"]]
-                both = a.merge(b, on="seed", suffixes=("_a", "_b"))
-                diffs = list(both["test_ece_a"].astype(float) - both["test_ece_b"].astype(float))
-                interval = stats.t_interval(diffs)
-                _, p_t = stats.paired_t(diffs)
-                rows.append({"task": task, "ratio": ratio, "arm": arm, "baseline": baseline,
-                             "n": len(diffs), "mean_diff": interval.mean * 100,
-                             "ci_low": interval.low * 100, "ci_high": interval.high * 100,
-                             "p_t": p_t})
+    for task, ratio, here in task_ratio_groups(_cells(runs)):
+        for arm, baseline in paired.comparisons(paired.families_of(here)):
+            a = here[here["strategy"] == arm][["seed", "test_ece"]]
+            b = here[here["strategy"] == baseline][["seed", "test_ece"]]
+            both = a.merge(b, on="seed", suffixes=("_a", "_b"))
+            diffs = list(both["test_ece_a"].astype(float) - both["test_ece_b"].astype(float))
+            interval = stats.t_interval(diffs)
+            _, p_t = stats.paired_t(diffs)
+            rows.append({"task": task, "ratio": ratio, "arm": arm, "baseline": baseline,
+                         "n": len(diffs), "mean_diff": interval.mean * 100,
+                         "ci_low": interval.low * 100, "ci_high": interval.high * 100,
+                         "p_t": p_t})
     for row, adjusted in zip(rows, stats.holm([r["p_t"] for r in rows]), strict=True):
         row["p_holm"] = adjusted
         if row["n"] < stats.MIN_SEEDS or math.isnan(row["p_t"]):
@@ -113,12 +101,9 @@ def calibration_markdown(table: pd.DataFrame, comparisons: pd.DataFrame) -> str:
         return out
     rows = []
     for _, r in comparisons.iterrows():
-        interval = DASH if math.isnan(r["mean_diff"]) else (
-            f"{r['mean_diff']:+.2f}" if math.isnan(r["ci_low"]) else
-            f"{r['mean_diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
-        p = DASH if math.isnan(r["p_t"]) else f"{r['p_t']:.3f} / {r['p_holm']:.3f}"
         rows.append([r["task"], format_ratio(r["ratio"]), f"{r['arm']} − {r['baseline']}",
-                     str(r["n"]), interval, p, r["verdict"]])
+                     str(r["n"]), paired.interval_text(r["mean_diff"], r["ci_low"], r["ci_high"]),
+                     paired.p_pair(r["p_t"], r["p_holm"]), r["verdict"]])
     return out + "\n\n" + markdown_table(
         ["Task", "Training data", "Comparison", "n", "mean Δ ECE (pp) [95% t-CI]",
          "t-test p / Holm", "reading"], rows)

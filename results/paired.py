@@ -40,11 +40,10 @@ from results.tables import (
     format_count,
     format_ratio,
     markdown_table,
-    ordered_ratios,
     ordered_seeds,
     ordered_strategies,
-    ordered_tasks,
     strategy_family,
+    task_ratio_groups,
 )
 
 Predictions = Callable[[str], "dict[str, Any] | None"]
@@ -62,6 +61,11 @@ COLUMNS = [
 ]
 EQUIVALENCE_MARGIN = 1.0
 """Default δ (pp) of the equivalence reading: "no difference larger than ±δ"."""
+
+
+def families_of(cells: pd.DataFrame) -> dict[str, str]:
+    """Each arm among ``cells`` -> its strategy family (what :func:`comparisons` pairs by)."""
+    return dict(zip(cells["strategy"], strategy_family(cells), strict=False))
 
 
 def comparisons(families: dict[str, str]) -> list[tuple[str, str]]:
@@ -296,15 +300,11 @@ def paired_table(
     ``predictions`` reads a run's test predictions (None: no bootstrap, the t-test decides).
     Columns: :data:`COLUMNS` plus ``reason`` (why a comparison was not tested).
     """
-    cells = finished_cells(runs)
     rows: list[dict[str, Any]] = []
-    for task in ordered_tasks(cells["task"]):
-        for ratio in ordered_ratios(cells.loc[cells["task"] == task, "ratio"]):
-            here = cells[(cells["task"] == task) & np.isclose(cells["ratio"], ratio)]
-            families = dict(zip(here["strategy"], strategy_family(here), strict=False))
-            for arm, baseline in comparisons(families):
-                rows.append(compare(task, ratio, arm, baseline, here, predictions,
-                                    resamples, seed, margin))
+    for task, ratio, here in task_ratio_groups(finished_cells(runs)):
+        for arm, baseline in comparisons(families_of(here)):
+            rows.append(compare(task, ratio, arm, baseline, here, predictions, resamples, seed,
+                                margin))
     holm_t = stats.holm([r["p_t"] for r in rows])
     holm_boot = stats.holm([r["p_boot"] for r in rows])
     for row, p_t, p_boot in zip(rows, holm_t, holm_boot, strict=True):
@@ -343,12 +343,13 @@ def _p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _p_pair(p: float, adjusted: float) -> str:
+def p_pair(p: float, adjusted: float) -> str:
     """ "p / Holm-adjusted p", or "—" without a test."""
     return DASH if math.isnan(p) else f"{_p_text(p)} / {_p_text(adjusted)}"
 
 
-def _interval_text(mean: float, low: float, high: float) -> str:
+def interval_text(mean: float, low: float, high: float) -> str:
+    """ "+1.23 [-0.50, +2.96]", "+1.23" without an interval, "—" without a mean."""
     if math.isnan(mean):
         return DASH
     if math.isnan(low):
@@ -369,10 +370,10 @@ def paired_markdown(table: pd.DataFrame) -> str:
                    f"{format_count(r['selected_updates_baseline'])}")
         rows.append([
             r["task"], format_ratio(r["ratio"]), f"{r['arm']} − {r['baseline']}", str(r["n"]),
-            r["per_seed"], _interval_text(r["mean_diff"], r["ci_low"], r["ci_high"]),
-            _p_pair(r["p_t"], r["p_holm_t"]),
-            _interval_text(r["boot_mean"], r["boot_low"], r["boot_high"]),
-            _p_pair(r["p_boot"], r["p_holm_boot"]), updates, _reading(r),
+            r["per_seed"], interval_text(r["mean_diff"], r["ci_low"], r["ci_high"]),
+            p_pair(r["p_t"], r["p_holm_t"]),
+            interval_text(r["boot_mean"], r["boot_low"], r["boot_high"]),
+            p_pair(r["p_boot"], r["p_holm_boot"]), updates, _reading(r),
         ])
     return markdown_table(headers, rows)
 
@@ -387,7 +388,8 @@ def _reading(row: pd.Series) -> str:
     """The verdict; "no difference established" with the size its tests could detect."""
     detectable = _detectable(row)
     if row["verdict"] == "no difference established" and not math.isnan(detectable):
-        return f"{row['verdict']} (detectable at 80 % power: ±{detectable:.1f} pp)"
+        return (f"{row['verdict']} (detectable at {100 * stats.POWER:.0f} % power: "
+                f"±{detectable:.1f} pp)")
     return row["verdict"]
 
 
@@ -415,8 +417,8 @@ def power_markdown(table: pd.DataFrame) -> str:
             _seeds_text(r["seeds_1pp"]),
             DASH if pd.isna(r["paper_delta"]) else f"{r['paper_delta']:+.2f}",
             _seeds_text(r["seeds_paper"]),
-            _p_pair(r["p_claim_t"], r["p_holm_claim_t"]),
-            _p_pair(r["p_claim_boot"], r["p_holm_claim_boot"]),
+            p_pair(r["p_claim_t"], r["p_holm_claim_t"]),
+            p_pair(r["p_claim_boot"], r["p_holm_claim_boot"]),
             r["claim"] or DASH, r["equivalence"] or DASH,
         ])
     return markdown_table(headers, rows)

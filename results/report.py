@@ -272,10 +272,11 @@ def _power_section(table: pd.DataFrame) -> list[str]:
         "### Power, the paper's claim, equivalence",
         "",
         f"Detectable Δ: the smallest true difference each test would detect with "
-        f"{stats.POWER:.0%} power at two-sided α = {stats.ALPHA} before the multiple-comparison "
-        "adjustment (a lower bound for the report's rule), from the observed spread: the "
-        "t-test's from the sd of the per-seed differences, (t₀.₉₇₅ + t₀.₈₀) sd / √n; the "
-        "bootstrap's from its standard error, (z₀.₉₇₅ + z₀.₈₀) SE. Seeds for 1 pp and for the "
+        f"{100 * stats.POWER:.0f} % power at two-sided α = {stats.ALPHA} before the "
+        "multiple-comparison adjustment (a lower bound for the report's rule), from the "
+        "observed spread: the t-test's from the sd of the per-seed differences, "
+        "(t₀.₉₇₅ + t₀.₈₀) sd / √n; the bootstrap's from its standard error, "
+        "(z₀.₉₇₅ + z₀.₈₀) SE. Seeds for 1 pp and for the "
         "paper's Δ: the fewest paired seeds whose t-test would reach that power if the "
         "per-seed sd stayed as observed. Paper's claim: where the paper's Table 1 has both "
         "arms' algorithms at this task and ratio, H0 \"the difference is at least the "

@@ -11,7 +11,7 @@ in :mod:`results.setup`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -199,6 +199,14 @@ def search_phase(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _usable(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["status"] == "FINISHED") & runs["score"].notna()]
+
+
+def task_ratio_groups(cells: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]:
+    """``(task, ratio, its rows)`` in report order (paper tasks first, ratios descending)."""
+    for task in ordered_tasks(cells["task"]):
+        mine = cells[cells["task"] == task]
+        for ratio in ordered_ratios(mine["ratio"]):
+            yield task, ratio, mine[np.isclose(mine["ratio"], ratio)]
 
 
 def finished_cells(runs: pd.DataFrame) -> pd.DataFrame:

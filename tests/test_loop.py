@@ -213,7 +213,7 @@ def test_length_sorted_evaluation_gives_each_example_its_own_prediction(data_dir
     lengths = [len(prepared.eval_inputs[i]["input_ids"]) for i in order.tolist()]
     assert sorted(order.tolist()) == list(range(300))
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
-    pred, _ = trainer.predict("test")
+    pred, _, _ = trainer.predict("test")
     with torch.no_grad():  # reference: one example at a time, in file order, no padding
         alone = torch.stack([
             trainer.model.scores(trainer.model.represent(

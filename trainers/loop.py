@@ -199,8 +199,7 @@ class CellTrainer:
         self.best_pred: Tensor | None = None  # test predictions of the selected epoch
         self.last_pred: Tensor | None = None  # test predictions of the latest epoch
         self.best_probs: Tensor | None = None  # test probabilities of the selected epoch
-        self.last_probs: Tensor | None = None  # probabilities of the latest predict()
-        self.last_test_probs: Tensor | None = None
+        self.last_probs: Tensor | None = None  # test probabilities of the latest epoch
         self.context = UpdateContext(config, self.model, self.optimizer, self.scheduler,
                                      self.autocast, len(prepared.labels))
         self.updater = make_updater(self.context, device, fused)
@@ -332,10 +331,10 @@ class CellTrainer:
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def predict(self, split: str) -> tuple[Tensor, float]:
+    def predict(self, split: str) -> tuple[Tensor, float, Tensor]:
         """Predicted class of every example of ``split`` (``val`` or ``test``), in the split's
-        order (on the device), and the mean cross-entropy of the scores (the class
-        probabilities, float32, are kept in ``self.last_probs``).
+        order (on the device), the mean cross-entropy of the scores, and the class
+        probabilities (``[n, c]`` float32, same order).
 
         Token inputs are run in order of length (:func:`eval_order`), so each batch is padded
         to little more than its own rows; predictions go back to their places.
@@ -354,26 +353,26 @@ class CellTrainer:
             pred[on_device] = scores.argmax(dim=-1)
             probs[on_device] = torch.softmax(scores.float(), dim=-1)
             loss += F.cross_entropy(scores.float(), targets[on_device], reduction="sum")
-        self.last_probs = probs
-        return pred, float(loss) / max(1, len(order))
+        return pred, float(loss) / max(1, len(order)), probs
 
     def evaluate(self, splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
         """Accuracy and macro-F1 on the test split (``accuracy``, ``macro_f1``) and on the
         validation split (``val_accuracy``, ``val_macro_f1``, ``val_loss``), where present.
-        Keeps this epoch's test predictions in ``self.last_pred``."""
+        Keeps this epoch's test predictions and probabilities in ``self.last_pred`` and
+        ``self.last_probs``."""
         out: dict[str, float] = {}
         n_classes = len(self.data.labels)
         for split in (s for s in splits if s in self.splits):
             targets = self.splits[split][1]
-            pred, loss = self.predict(split)
+            pred, loss, probs = self.predict(split)
             prefix = "val_" if split == "val" else ""
             out[f"{prefix}accuracy"] = float((pred == targets).float().mean())
             out[f"{prefix}macro_f1"] = macro_f1(pred, targets, n_classes)
             if split == "val":
                 out["val_loss"] = loss
             else:
-                self.last_pred, self.last_test_probs = pred, self.last_probs
-                out.update(calibration(self.last_probs, targets))  # ece, nll, brier
+                self.last_pred, self.last_probs = pred, probs
+                out.update(calibration(probs, targets))  # ece, nll, brier
         return out
 
     def fit(self, reporter: Reporter | None, checkpoint_dir: Path,
@@ -399,7 +398,7 @@ class CellTrainer:
             if "test" in self.splits and (selected or self.test_every_epoch):
                 metrics.update(self.evaluate(("test",)))
                 if selected:
-                    self.best_pred, self.best_probs = self.last_pred, self.last_test_probs
+                    self.best_pred, self.best_probs = self.last_pred, self.last_probs
             metrics.update(meter.stop())  # this epoch's own use (trainers.resources)
             final = epoch == self.max_epochs or budget.should_stop(
                 self.config, self.history, self.n_train, best)
