@@ -200,7 +200,7 @@ def section_trainer_throughput(args: argparse.Namespace,
     argv = ["--device", device.type, "--model", args.model, "--task", args.task,
             "--examples", str(args.throughput_examples), "--max-length",
             str(args.max_length), "--precision", args.precision, "--epochs", "1",
-            "--repeats", "2", "--hf-optims", "default", "--ours-patches", "",
+            "--repeats", "2", "--hf-optims", "default", "--ours-patches", "padded",
             "--data-dir", args.data_dir]
     tee = Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):

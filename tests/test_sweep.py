@@ -14,7 +14,8 @@ from tests.sweep_helpers import cell_runs, mlflow_server, run_sweep, steps
 
 PARAMS = {"task", "ratio", "strategy", "seed", "arm", "model", "mode", "pooling", "head_lr",
           "epochs", "batch_size", "max_length", "selection", "min_updates", "precision",
-          "update_path", "data_source", "num_labels", "n_train", "n_test", "train_subset",
+          "update_path", "encoder_forward", "data_source", "num_labels", "n_train", "n_test",
+          "train_subset",
           "eval_split", "mlp_hidden", "dropout", "weight_decay", "grad_clip", "warmup_ratio"}
 ARM_PARAMS = {"none": set(), "mixup": {"alpha", "loss", "clean_loss", "mix_samples",
                                        "mixup_variant"},

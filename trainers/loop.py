@@ -59,8 +59,8 @@ from trainers.tasks import task_of
 from trainers.updaters import UpdateContext, make_updater
 
 CHECKPOINT_FILE = "state.pt"
-DESCRIBED = ("update_path", "precision", "data_source", "num_labels", "n_train", "n_val",
-             "n_test", "train_subset")
+DESCRIBED = ("update_path", "encoder_forward", "precision", "data_source", "num_labels",
+             "n_train", "n_val", "n_test", "train_subset")
 """Set-up facts a trial reports with its results (:meth:`CellTrainer.describe`), logged as
 params of its run; ``train_subset`` also as the run's MLflow dataset input."""
 ARTIFACTS_DIR = "artifacts"  # files under <checkpoint_dir>/artifacts/ are logged by trackers
@@ -167,7 +167,7 @@ class CellTrainer:
         encoder = prepared.encoder.model if prepared.encoder else None
         pooling = prepared.encoder.pooling if prepared.encoder else "cls"
         self.model = CellModel(prepared.input_dim, len(prepared.labels), encoder, pooling,
-                               config.mlp_hidden, config.dropout).to(device)
+                               config.mlp_hidden, config.dropout, unpadded=True).to(device)
         self.optimizer = build_optimizer(self.model, config)
         self.n_train = n_train = len(prepared.train_targets)
         self.batches_per_epoch = math.ceil(n_train / config.batch_size)
@@ -206,10 +206,15 @@ class CellTrainer:
 
     def describe(self) -> dict[str, str]:
         """What the set-up found, as strings (the keys of :data:`DESCRIBED`): the update path
-        (``fused`` or ``autograd``), the resolved precision, the data source, the label count,
-        split sizes and the digest of the training subset."""
+        (``fused`` or ``autograd``), the encoder's training forward (``unpadded``:
+        :mod:`trainers.unpadded`; ``padded``: the encoder's own, also for strategies that mix
+        inside it; ``none``: frozen features), the resolved precision, the data source, the
+        label count, split sizes and the digest of the training subset."""
         sizes = {f"n_{name}": str(len(targets)) for name, (_, targets, _) in self.splits.items()}
-        return {"update_path": self.updater.path,
+        inside = not self.config.strategy_spec.frozen_ok  # it mixes inside the encoder
+        forward = ("none" if self.model.encoder is None else
+                   "unpadded" if self.model.unpadded and not inside else "padded")
+        return {"update_path": self.updater.path, "encoder_forward": forward,
                 "precision": resolve_precision(self.config.precision, self.device),
                 "data_source": self.data.source, "num_labels": str(len(self.data.labels)),
                 "n_train": str(self.n_train), **sizes,

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from trainers import unpadded as unpadded_forward
 from trainers.encoder_mixing import EncoderMix, encoder_depth, mixing
 from trainers.errors import ModelError
 from trainers.hub import hub_reachable
@@ -213,6 +214,9 @@ class CellModel(nn.Module):
         pooling: ``cls`` or ``mean``.
         mlp_hidden: width of the optional MLP block (``Linear -> Tanh``); 0 disables it.
         dropout: dropout on v(x).
+        unpadded: run the encoder over the real tokens only (:mod:`trainers.unpadded`; the
+            same function, fewer FLOPs) when it supports the encoder and no mixing point is
+            inside it. The training loop turns it on; off, the encoder's own forward.
     """
 
     def __init__(
@@ -223,9 +227,11 @@ class CellModel(nn.Module):
         pooling: str = "cls",
         mlp_hidden: int = 0,
         dropout: float = 0.1,
+        unpadded: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.unpadded = unpadded and unpadded_forward.supports(encoder)
         self.pooling = pooling
         self.mlp = (
             nn.Sequential(nn.Linear(input_dim, mlp_hidden), nn.Tanh())
@@ -260,7 +266,8 @@ class CellModel(nn.Module):
             return inputs
         assert isinstance(inputs, dict)
         if mix is None:
-            hidden = self.encoder(**inputs).last_hidden_state
+            hidden = (unpadded_forward.hidden_states(self.encoder, **inputs) if self.unpadded
+                      else self.encoder(**inputs).last_hidden_state)
             return pool(hidden, inputs["attention_mask"], self.pooling)
         with mixing(self.encoder, mix):
             hidden = self.encoder(**inputs).last_hidden_state
