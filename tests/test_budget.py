@@ -166,6 +166,46 @@ def test_best_val_cell_selects_on_validation_never_on_test(data_dir, cache_dir, 
     assert len(trainer.splits["val"][1]) == round(0.2 * (trainer.n_train / 0.8))
 
 
+def test_best_val_tests_once_with_the_selected_epochs_weights(data_dir, cache_dir, tmp_path):
+    """The test split is evaluated once, after the last epoch, with the weights the selected
+    epoch ended with; the model (and its checkpoint) keeps the last epoch's weights."""
+    from trainers.loop import CellTrainer, snapshot
+    from trainers.prepare import prepare_cell
+
+    config = cell(data_dir, cache_dir, selection="best_val", patience=2, epochs=8,
+                  head_lr=3e-2)
+
+    class Recording(CellTrainer):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            self.weights: list[dict] = []
+            self.tested = 0
+
+        def train_epoch(self, epoch: int) -> dict[str, float]:
+            out = super().train_epoch(epoch)
+            self.weights.append(snapshot(self.model))
+            return out
+
+        def predict(self, split: str):
+            self.tested += split == "test"
+            return super().predict(split)
+
+    trainer = Recording(config, prepare_cell(config, CPU), CPU)
+    history = trainer.fit(None, tmp_path, log=quiet)
+    selected = int(history[-1]["selected_epoch"])
+    assert trainer.tested == 1
+    assert selected < len(history)  # the test is about an earlier epoch's weights
+    assert [("accuracy" in h) for h in history] == [i + 1 == selected
+                                                    for i in range(len(history))]
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, trainer.weights[-1][name]), name
+    trainer.model.load_state_dict(trainer.weights[selected - 1])
+    assert trainer.evaluate(("test",))["accuracy"] == history[-1]["test_accuracy"]
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert all(torch.equal(saved["best_model"][k], v)
+               for k, v in trainer.weights[selected - 1].items())
+
+
 def test_best_val_cell_resumes_to_the_same_result(data_dir, cache_dir, tmp_path):
     from trainers.loop import train_cell
 
