@@ -37,6 +37,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("epochs", "epochs (setting)"),
     ("min_updates", "min updates"),
     ("selection", "epoch selection"),
+    ("refit", "select, then refit"),
     ("patience", "patience"),
     ("batch_size", "batch size"),
     ("lr", "encoder lr"),
@@ -53,6 +54,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("mixup_variant", "mixup variant"),
     ("precision", "precision"),
     ("update_path", "update path"),
+    ("encoder_forward", "encoder forward"),
     ("eval_split", "eval split"),
     ("val_fraction", "val fraction"),
     ("val_min_examples", "val min examples"),
@@ -89,8 +91,12 @@ class Setting:
 
 
 def _values(runs: pd.DataFrame, name: str) -> pd.Series:
-    """A param per run, "" where the run did not log it (the setting does not apply)."""
-    return param(runs, name)
+    """A param per run, "" where the run did not log it (the setting does not apply);
+    ``refit``, logged only when on, reads ``off`` on the other best_val runs."""
+    values = param(runs, name)
+    if name == "refit":
+        values = values.mask((values == "") & (param(runs, "selection") == "best_val"), "off")
+    return values
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 from tests.conftest import FAST
 from trainers import budget
@@ -318,3 +319,86 @@ def test_subset_digest_names_the_examples_not_the_run(data_dir, cache_dir):
     assert digest(seed=0) == digest(seed=0, strategy="batchmixup", alpha=0.3)
     assert digest(seed=0) != digest(seed=1)
     assert digest(seed=0) != digest(seed=0, selection="best_val")  # a validation split carved
+
+
+# ----------------------------------------------------------------------------- refit
+
+
+@pytest.mark.parametrize("refit", ["epochs", "updates"])
+def test_refit_trains_on_every_subset_example_for_the_selected_length(
+        refit, data_dir, cache_dir, tmp_path):
+    """Select, then refit: after the selection phase the cell starts again from its initial
+    weights on training + validation examples, for the selected epochs (or updates), and
+    reports the refit model's test metrics; the selected model's stay as best_val_test_*."""
+    from trainers.loop import CellTrainer, snapshot
+    from trainers.prepare import prepare_cell
+
+    config = cell(data_dir, cache_dir, selection="best_val", patience=2, epochs=6,
+                  refit=refit, head_lr=3e-2)
+    prepared = prepare_cell(config, CPU)
+    subset = torch.cat([prepared.train_inputs, prepared.val_inputs])
+    n_select, n_all = len(prepared.train_targets), len(subset)
+
+    class Recording(CellTrainer):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            self.first = snapshot(self.model)
+            self.seen: list[tuple[bool, Tensor, dict]] = []
+
+        def train_epoch(self, epoch: int) -> dict[str, float]:
+            self.seen.append((self.refit_from is not None, self.data.train_inputs.clone(),
+                              snapshot(self.model)))
+            return super().train_epoch(epoch)
+
+    trainer = Recording(config, dataclasses.replace(prepared), CPU)
+    history = trainer.fit(None, tmp_path, log=quiet)
+    final = history[-1]
+    selecting = trainer.refit_from
+    refit_epochs = [h for h in history if h.get("refit")]
+    assert selecting and len(refit_epochs) == len(history) - selecting == final["refit_epochs"]
+    selected = int(final["selected_epoch"])
+    assert selected <= selecting
+    expected = (selected if refit == "epochs" else
+                -(-selected * budget.updates_per_epoch(config, n_select)
+                  // budget.updates_per_epoch(config, n_all)))
+    assert final["refit_epochs"] == expected
+    assert final["refit_updates"] == expected * budget.updates_per_epoch(config, n_all)
+    for refitting, inputs, _ in trainer.seen:
+        assert len(inputs) == (n_all if refitting else n_select)
+    first_refit = next(i for i, (refitting, _, _) in enumerate(trainer.seen) if refitting)
+    assert torch.equal(trainer.seen[first_refit][1], subset)  # every subset example
+    for name, value in trainer.seen[first_refit][2].items():  # from the initial weights
+        assert torch.equal(value, trainer.first[name]), name
+    assert "val" not in trainer.splits and "val_accuracy" not in refit_epochs[0]
+    assert final["test_accuracy"] == final["accuracy"]  # the refit model's
+    assert "best_val_test_accuracy" in final
+    assert final["test_correct"] == round(final["test_accuracy"] * final["test_examples"])
+
+
+def test_refit_cell_resumes_in_its_refit_phase_to_the_same_result(
+        data_dir, cache_dir, tmp_path):
+    from trainers.loop import train_cell
+
+    config = cell(data_dir, cache_dir, selection="best_val", patience=2, epochs=6,
+                  refit="epochs", checkpoint_every=1)
+    straight = train_cell(config, log=quiet)
+    selecting = len(straight.history) - int(straight.history[-1]["refit_epochs"])
+
+    class StopInRefit:
+        def report(self, metrics, checkpoint_dir):
+            if metrics.get("refit"):
+                raise KeyboardInterrupt  # right after the first refit epoch's checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_cell(config, reporter=StopInRefit(), checkpoint_dir=ckpt, log=quiet)
+    assert torch.load(ckpt / "state.pt", weights_only=True)["refit_from"] == selecting
+    resumed = train_cell(config, checkpoint_dir=ckpt, resume_from=ckpt, log=quiet)
+    assert untimed(straight.history) == untimed(resumed.history)
+
+
+def test_refit_needs_best_val_selection_and_is_fingerprinted_only_when_on():
+    with pytest.raises(ConfigError, match="refit=epochs needs selection=best_val"):
+        CellConfig(refit="epochs").validate()
+    assert "refit" not in CellConfig(selection="best_val").applicable()
+    assert CellConfig(selection="best_val", refit="updates").applicable()["refit"] == "updates"

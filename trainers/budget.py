@@ -14,6 +14,11 @@ makes ``mix_samples`` optimizer updates per batch, so ten epochs are 40 updates 
   the epoch with the best score on a validation split carved from the training subset
   (:func:`trainers.data.validation_split`; the few-shot practice of Perez, Kiela & Cho 2021:
   validation data comes out of the training examples), never on test (:func:`select`).
+* ``refit``: select, then refit (the few-shot practice when data is scarce: the validation
+  split only chooses how long to train, then every example trains): after the ``best_val``
+  selection phase the cell trains again from its initial weights on the whole subset for the
+  selected length (:func:`refit_epochs`) and reports that model's test metrics
+  (:func:`refit_result`). ``off`` (default): the selected epoch's model is the result.
 * ``patience``: with ``best_val``, stop once ``patience`` epochs in a row did not beat the best
   score (:func:`should_stop`). A cell whose best epoch is at least ``patience`` epochs before
   its last is *converged* (:func:`converged`): its validation score had stopped improving.
@@ -131,6 +136,40 @@ def converged(config: CellConfig, history: Sequence[Metrics]) -> bool | None:
     if config.selection != "best_val" or config.patience <= 0 or not history:
         return None
     return epochs_since_best(history) >= config.patience
+
+
+def refit_epochs(config: CellConfig, selected_epoch: int, n_select: int, n_all: int) -> int:
+    """Epochs of the refit phase: the selected epoch count (``refit=epochs``), or the epochs
+    on all ``n_all`` subset examples that make at least the selected epoch's optimizer updates
+    on the ``n_select`` training examples of the selection phase (``refit=updates``)."""
+    if config.refit == "epochs":
+        return selected_epoch
+    updates = selected_epoch * updates_per_epoch(config, n_select)
+    return max(1, math.ceil(updates / updates_per_epoch(config, n_all)))
+
+
+def refit_result(config: CellConfig, history: Sequence[Metrics], selecting: int,
+                 n_select: int, n_all: int) -> Metrics:
+    """The result of a refit cell: the selection phase's :func:`result` (its first
+    ``selecting`` epochs: selected epoch and updates, convergence, validation scores), with
+    its selected model's test metrics kept as ``best_val_test_*``, and the refit model's test
+    metrics as the cell's ``test_*``; ``refit_epochs``/``refit_updates`` (the refit phase's
+    length), ``updates`` (both phases)."""
+    out = result(config, history[:selecting], n_select)
+    for key in [k for k in out if k.startswith("test_")]:
+        out[f"best_val_{key}"] = out.pop(key)
+    last = history[-1]
+    refit = len(history) - selecting
+    out.update({"refit_epochs": float(refit),
+                "refit_updates": float(refit * updates_per_epoch(config, n_all)),
+                "updates": float(selecting * updates_per_epoch(config, n_select)
+                                 + refit * updates_per_epoch(config, n_all))})
+    if "accuracy" in last:
+        out["test_accuracy"], out["test_macro_f1"] = last["accuracy"], last["macro_f1"]
+        for key in ("ece", "nll", "brier"):
+            if key in last:
+                out[f"test_{key}"] = last[key]
+    return out
 
 
 def result(config: CellConfig, history: Sequence[Metrics], n_train: int) -> Metrics:

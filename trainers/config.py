@@ -51,6 +51,7 @@ POOLINGS = ("auto", "cls", "mean")
 PAIR_ENCODINGS = ("siamese", "joint")
 EVAL_SPLITS = ("test", "val")
 SELECTIONS = ("last", "best_val")
+REFITS = ("off", "epochs", "updates")
 DEVICES = ("auto", "cpu", "cuda")
 LOSS_CHOICES = (*LOSSES, "auto")
 
@@ -124,6 +125,11 @@ class CellConfig:
             ``last`` (the paper: the last epoch) or ``best_val`` (the epoch with the best
             validation accuracy, ties to the lower validation loss; a validation split is
             carved from the training subset and the test set never influences the choice).
+        refit: ``best_val`` only: select, then refit (see :mod:`trainers.budget`). ``off``
+            (default): the selected epoch's model is the result; ``epochs``/``updates``: after
+            selection, train again from the initial weights on the whole subset (validation
+            examples included) for the selected number of epochs / optimizer updates, and
+            report that model. Logged and fingerprinted only when not ``off``.
         patience: ``best_val`` only: stop once this many epochs in a row did not improve on
             the best validation score (0: never stop early). A cell whose best epoch is at
             least ``patience`` epochs before its last is *converged*.
@@ -177,6 +183,7 @@ class CellConfig:
     clean_loss: Annotated[Flag, STRATEGY] = True
     eval_split: Literal[EVAL_SPLITS] = "test"
     selection: Literal[SELECTIONS] = "last"
+    refit: Literal[REFITS] = "off"
     patience: Count = 0
     min_updates: Count = 0
     val_fraction: OpenShare = 0.2
@@ -231,6 +238,9 @@ class CellConfig:
         # an installed plug-in's entry-point name -> its module:NAME, which any process that
         # can import the module resolves (a Ray worker without the package's metadata)
         self.strategy = canonical_name(self.strategy)
+        if self.refit != "off" and (self.selection != "best_val" or self.eval_split != "test"):
+            raise ConfigError(f"refit={self.refit} needs selection=best_val and eval_split=test "
+                              "(it refits for the length selected on the validation split)")
         if self.patience and self.selection != "best_val":
             raise ConfigError(f"patience={self.patience} needs selection=best_val (early "
                               "stopping watches the validation split)")
@@ -280,6 +290,8 @@ class CellConfig:
             skip |= {"val_fraction", "val_min_examples", "val_max_fraction"}
         if self.selection != "best_val":
             skip.add("patience")
+        if self.refit == "off":  # so that cells recorded before the setting keep their names
+            skip.add("refit")
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         if "loss" in out:
             out["loss"] = self.resolved_loss

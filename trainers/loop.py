@@ -205,7 +205,13 @@ class CellTrainer:
         self.last_probs: Tensor | None = None  # test probabilities of the latest epoch
         self.context = UpdateContext(config, self.model, self.optimizer, self.scheduler,
                                      self.autocast, len(prepared.labels))
+        self.fused = fused
         self.updater = make_updater(self.context, device, fused)
+        # select, then refit: the initial weights to start again from; the selection phase's
+        # epoch count once the refit phase has begun (:meth:`start_refit`)
+        self.initial = snapshot(self.model) if config.refit != "off" else {}
+        self.refit_from: int | None = None
+        self.n_select = self.n_train
 
     def describe(self) -> dict[str, str]:
         """What the set-up found, as strings (the keys of :data:`DESCRIBED`): the update path
@@ -234,6 +240,8 @@ class CellTrainer:
             "best_pred": self.best_pred.cpu() if self.best_pred is not None else None,
             "best_probs": self.best_probs.cpu() if self.best_probs is not None else None,
             "best_model": self.best_model,
+            "initial": self.initial or None,
+            "refit_from": self.refit_from,
             "config": json.dumps(self.config.to_dict(), sort_keys=True),
             # No RNG state: train_epoch reseeds every device's generator from (seed, epoch)
             # at the start of each epoch, so a resumed epoch draws what the original would have
@@ -268,6 +276,11 @@ class CellTrainer:
         if diff:
             raise CellError(f"checkpoint in {directory} belongs to another cell (differs in "
                             f"{', '.join(diff)})")
+        self.history = list(state["history"])
+        if state.get("initial") is not None:
+            self.initial = {k: v.to(self.device) for k, v in state["initial"].items()}
+        if state.get("refit_from") is not None:  # resumed in the refit phase: its data, budget
+            self.start_refit(int(state["refit_from"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -396,26 +409,34 @@ class CellTrainer:
         last_save = time.monotonic()
         best = budget.BestEpoch(self.history)
         meter = ResourceMeter(self.device)
-        for epoch in range(len(self.history) + 1, self.max_epochs + 1):
+        epoch = len(self.history)
+        while epoch < self.max_epochs:
+            epoch += 1
             meter.start()
+            refitting = self.refit_from is not None
             metrics = {"epoch": float(epoch), **self.train_epoch(epoch),
-                       **self.evaluate(("val",)),
-                       "updates": float(epoch * budget.updates_per_epoch(self.config,
-                                                                          self.n_train)),
+                       **self.evaluate(("val",)), "updates": float(self.updates_after(epoch)),
                        "max_epochs": float(self.max_epochs)}
             self.history.append(metrics)
-            best.add(metrics)
-            selected = (best.selected if self.config.selection == "best_val"
+            if refitting:
+                metrics["refit"] = 1.0
+            else:
+                best.add(metrics)
+            selected = (best.selected if self.config.selection == "best_val" and not refitting
                         else len(self.history) - 1) == epoch - 1
-            if "test" in self.splits and self.test_every_epoch:
-                metrics.update(self.evaluate(("test",)))
-                self.best_pred, self.best_probs = self.last_pred, self.last_probs
+            if "test" in self.splits and (self.test_every_epoch or refitting):
+                if not refitting or epoch == self.max_epochs:
+                    metrics.update(self.evaluate(("test",)))
+                    self.best_pred, self.best_probs = self.last_pred, self.last_probs
             elif "test" in self.splits and selected:
                 self.best_model = snapshot(self.model)
-            final = epoch == self.max_epochs or budget.should_stop(
-                self.config, self.history, self.n_train, best)
-            if final and self.best_model is not None:
+            final = epoch == self.max_epochs or (not refitting and budget.should_stop(
+                self.config, self.history, self.n_train, best))
+            if final and self.best_model is not None and not refitting:
                 self.test_selected(self.history[best.selected])
+            if final and not refitting and self.config.refit != "off":
+                self.start_refit()  # select, then refit: train on the whole subset
+                final = False
             metrics.update(meter.stop())  # this epoch's own use (trainers.resources)
             if final:
                 metrics.update(self.finish(checkpoint_dir))
@@ -432,6 +453,41 @@ class CellTrainer:
                 break
         return self.history
 
+    def updates_after(self, epoch: int) -> int:
+        """Optimizer updates made by the end of ``epoch`` (both phases of a refit cell)."""
+        if self.refit_from is None:
+            return epoch * budget.updates_per_epoch(self.config, self.n_train)
+        selecting = self.refit_from * budget.updates_per_epoch(self.config, self.n_select)
+        return selecting + (epoch - self.refit_from) * budget.updates_per_epoch(
+            self.config, self.n_train)
+
+    def start_refit(self, selecting: int | None = None) -> None:
+        """Select, then refit (``refit`` setting): after the selection phase (its first
+        ``selecting`` epochs, default all so far) train again from the initial weights on the
+        whole subset (training + validation examples) for as long as the selected epoch
+        trained: as many epochs (``refit=epochs``) or as many optimizer updates, rounded up
+        to whole epochs (``refit=updates``); :func:`trainers.budget.refit_epochs`."""
+        self.refit_from = len(self.history) if selecting is None else selecting
+        chosen = budget.select(self.history[: self.refit_from], self.config.selection)
+        val_inputs, val_targets, _ = self.splits.pop("val")
+        if isinstance(self.data.train_inputs, Tensor):
+            self.data.train_inputs = torch.cat([self.data.train_inputs, val_inputs])
+        else:
+            self.data.train_inputs = list(self.data.train_inputs) + list(val_inputs)
+        self.train_targets = torch.cat([self.train_targets, val_targets])
+        self.n_select, self.n_train = self.n_train, len(self.train_targets)
+        self.batches_per_epoch = math.ceil(self.n_train / self.config.batch_size)
+        length = budget.refit_epochs(self.config, chosen + 1, self.n_select, self.n_train)
+        self.max_epochs = self.refit_from + length
+        self.model.load_state_dict(self.initial)
+        self.optimizer = build_optimizer(self.model, self.config)
+        total = self.batches_per_epoch * updates_per_batch(self.config) * length
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(int(self.config.warmup_ratio * total), total))
+        self.context = UpdateContext(self.config, self.model, self.optimizer, self.scheduler,
+                                     self.autocast, len(self.data.labels))
+        self.updater = make_updater(self.context, self.device, self.fused)
+
     def test_selected(self, selected: dict[str, float]) -> None:
         """Evaluate the test split with the selected epoch's weights (``best_model``), add its
         metrics to that epoch's entry ``selected``, keep its predictions; the model goes back
@@ -446,7 +502,11 @@ class CellTrainer:
     def finish(self, checkpoint_dir: Path) -> dict[str, float]:
         """The cell's result (:func:`trainers.budget.result`) with the integer counts behind
         its test accuracy; writes the selected epoch's test predictions as an artifact."""
-        out = {"final": 1.0, **budget.result(self.config, self.history, self.n_train)}
+        if self.refit_from is None:
+            out = {"final": 1.0, **budget.result(self.config, self.history, self.n_train)}
+        else:
+            out = {"final": 1.0, **budget.refit_result(
+                self.config, self.history, self.refit_from, self.n_select, self.n_train)}
         if self.best_pred is not None:
             gold = self.splits["test"][1]
             out["test_correct"] = float((self.best_pred == gold).sum())

@@ -32,6 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MODEL_TYPES = ("bert", "roberta")
+ROWS_MULTIPLE = 32
+"""Packed rows are padded to a multiple of this: a fine-tuning run then meets a few dozen
+matrix shapes, not one per distinct token count. With one shape per count the worker's
+memory grew ~12 MB per epoch (oneDNN primitives and allocator pages kept per shape) until a
+45-cell sweep whose trials reuse their processes ran out of memory; the extra rows compute
+nothing that reaches the output."""
 
 
 def supports(encoder: nn.Module | None) -> bool:
@@ -80,12 +86,16 @@ def attend(self_attention: nn.Module, packed: Tensor, index: Tensor, key_mask: T
         grid = x.new_zeros(b * length, x.shape[-1]).index_copy(0, index, x)
         return grid.view(b, length, heads, size).transpose(1, 2)
 
-    q, k, v = (padded(lin(packed)) for lin in (self_attention.query, self_attention.key,
-                                                   self_attention.value))
+    real = len(index)
+    q, k, v = (padded(lin(packed)[:real]) for lin in (self_attention.query,
+                                                          self_attention.key,
+                                                          self_attention.value))
     dropout = self_attention.dropout.p if self_attention.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout,
                                          scale=getattr(self_attention, "scaling", None))
-    return out.transpose(1, 2).reshape(b * length, heads * size).index_select(0, index)
+    out = out.transpose(1, 2).reshape(b * length, heads * size).index_select(0, index)
+    extra = packed.shape[0] - real  # the filler rows (ROWS_MULTIPLE) stay zero
+    return torch.cat([out, out.new_zeros(extra, out.shape[1])]) if extra else out
 
 
 def hidden_states(encoder: nn.Module, input_ids: Tensor, attention_mask: Tensor,
@@ -95,15 +105,21 @@ def hidden_states(encoder: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     b, length = input_ids.shape
     flat = attention_mask.reshape(-1).bool()
     index = flat.nonzero().squeeze(1)
-    ids = input_ids.reshape(-1)[index].unsqueeze(0)
-    pos = positions(encoder, attention_mask).reshape(-1)[index].unsqueeze(0)
-    types = (token_type_ids.reshape(-1)[index].unsqueeze(0) if token_type_ids is not None
-             else torch.zeros_like(ids))
+    real = len(index)
+    rows = -(-real // ROWS_MULTIPLE) * ROWS_MULTIPLE
+    fill = index[:1].expand(rows - real)  # filler rows repeat the first token; discarded
+
+    def packed(grid: Tensor) -> Tensor:
+        return grid.reshape(-1)[torch.cat([index, fill])].unsqueeze(0)
+
+    ids = packed(input_ids)
+    pos = packed(positions(encoder, attention_mask))
+    types = packed(token_type_ids) if token_type_ids is not None else torch.zeros_like(ids)
     hidden = encoder.embeddings(input_ids=ids, token_type_ids=types, position_ids=pos)[0]
     key_mask = attention_mask.bool()[:, None, None, :]
     for layer in encoder.encoder.layer:
         attended = attend(layer.attention.self, hidden, index, key_mask, (b, length))
         hidden = layer.attention.output(attended, hidden)
         hidden = layer.output(layer.intermediate(hidden), hidden)
-    out = hidden.new_zeros(b * length, hidden.shape[-1]).index_copy(0, index, hidden)
+    out = hidden.new_zeros(b * length, hidden.shape[-1]).index_copy(0, index, hidden[:real])
     return out.view(b, length, -1)
